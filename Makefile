@@ -1,0 +1,33 @@
+# Set-up and the two entry points named in README.md. Everything installs into ./.venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PACK := $(VENV)/bin/mindie-pack
+# MindFormers is installed without its (NPU-only) dependencies: we only need it to build networks on CPU.
+MINDFORMERS ?= mindformers==1.8.0
+
+.PHONY: example test setup setup-dev clean
+
+$(VENV)/.runtime-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml $(VENV)/.runtime-installed
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps $(MINDFORMERS)
+	touch $@
+
+setup: $(VENV)/.runtime-installed
+setup-dev: $(VENV)/.dev-installed
+
+# The main job on the bundled example: make a tiny model, build it for 2 NPUs, verify the result.
+example: setup
+	bash examples/run-example.sh $(PACK) $(PY)
+
+# The test suite (slow end-to-end tests included).
+test: setup-dev
+	$(PY) -m pytest
+
+clean:
+	rm -rf examples/tiny-model examples/out

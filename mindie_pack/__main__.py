@@ -1,0 +1,3 @@
+from mindie_pack.cli import main
+
+main()
