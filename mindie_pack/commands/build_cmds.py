@@ -1,7 +1,166 @@
-"""CLI commands of the build stage: init, build, verify (being written)."""
+"""CLI commands of the build stage: init, build, verify, tiny-model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from mindie_pack.build.builder import BuildProgress, build_model_dir
+from mindie_pack.build.hf_model import load_hf_model
+from mindie_pack.build.options import BuildOptions
+from mindie_pack.build.verify import verify_model_dir
+from mindie_pack.errors import PackError, VerificationFailed
+from mindie_pack.spec import DEFAULT_SPEC_NAME, Spec, load_spec, write_spec
+
+console = Console(stderr=True, highlight=False)
+
+
+def _options_from_spec(spec: Spec) -> dict[str, Any]:
+    model = spec.section("model")
+    parallel = spec.section("parallel")
+    return {
+        "model_dir": spec.resolve(model["source"]),
+        "output_dir": spec.resolve(model.get("output")) if model.get("output") else None,
+        "tp": parallel.get("tp", 1),
+        "dtype": model.get("dtype"),
+        "profile": model.get("profile", "mf-ckpt"),
+        "name": model.get("name"),
+        "mindformers_src": spec.resolve(model.get("mindformers_src")),
+        "vocab_emb_dp": model.get("vocab_emb_dp"),
+        "seq_length": model.get("seq_length"),
+    }
+
+
+def _progress_bar(enabled: bool) -> tuple[Progress | None, BuildProgress]:
+    if not enabled:
+        return None, BuildProgress()
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+        console=console, transient=True,
+    )
+    task = bar.add_task("preparing", total=None)
+    hooks = BuildProgress(
+        start=lambda total: bar.update(task, total=total, completed=0),
+        advance=lambda nbytes: bar.advance(task, nbytes),
+        stage=lambda text: bar.update(task, description=text),
+    )
+    return bar, hooks
+
+
+def build(
+    model: Path | None = typer.Option(None, "--model", help="Hugging Face model folder (default: from mindie-pack.yaml)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Model directory to write (MindIE modelWeightPath)."),
+    tp: int | None = typer.Option(None, "--tp", help="Tensor-parallel degree = MindIE worldSize (default 1)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="bfloat16, float16 or float32 (default: HF torch_dtype)."),
+    profile: str | None = typer.Option(None, "--profile", help="mf-ckpt (default), mf-safetensors or llm-boost."),
+    name: str | None = typer.Option(None, "--name", help="Model name (default: the output folder's name)."),
+    mindformers_src: Path | None = typer.Option(None, "--mindformers-src", help="MindFormers source checkout."),
+    vocab_emb_dp: bool | None = typer.Option(None, "--vocab-emb-dp/--no-vocab-emb-dp",
+                                             help="Replicate embedding/lm_head on every rank (default: per family)."),
+    seq_length: int | None = typer.Option(None, "--seq-length", help="Static sequence length of the network."),
+    crc: bool = typer.Option(False, "--crc", help="Append MindSpore's CRC trailer to each .ckpt."),
+    spec_path: Path | None = typer.Option(None, "--spec", help=f"Deployment spec (default ./{DEFAULT_SPEC_NAME})."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory (after the new one is done)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
+) -> None:
+    """Write the model directory MindIE's ms backend loads: config, yaml, tokenizer, sharded weights, manifest."""
+    values: dict[str, Any] = {}
+    if model is None:
+        values = _options_from_spec(load_spec(spec_path))
+    overrides = {"model_dir": model, "output_dir": output, "tp": tp, "dtype": dtype, "profile": profile,
+                 "name": name, "mindformers_src": mindformers_src, "vocab_emb_dp": vocab_emb_dp,
+                 "seq_length": seq_length}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("output_dir") is None:
+        raise PackError("--output is required (or model.output in the spec)")
+    options = BuildOptions(**values, force=force, crc=crc)
+    bar, hooks = _progress_bar(not as_json and console.is_terminal)
+    if bar is not None:
+        with bar:
+            result = build_model_dir(options, hooks)
+    else:
+        result = build_model_dir(options, hooks)
+    summary = result.summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    for note in result.notes:
+        console.print(f"note: {note}")
+    out = Console(highlight=False)
+    out.print(f"built {summary['output_dir']}  ({summary['family']}, profile {summary['profile']}, "
+              f"tp {summary['tp']}, {summary['dtype']}, {summary['files']} files, {summary['bytes']:,} bytes)")
+    for weight in summary["weights"]:
+        out.print(f"  {weight['path']}  {weight['size']:,} bytes  sha256 {weight['sha256'][:16]}…")
+
+
+def verify(
+    model_dir: Path = typer.Argument(..., help="A model directory written by `mindie-pack build`."),
+    reference: Path | None = typer.Option(None, "--reference", help="HF folder: check shards equal it bit for bit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Re-hash files against the manifest, load every rank with MindSpore, compare with the HF source."""
+    report = verify_model_dir(model_dir, reference)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        table = Table(title=f"verify {model_dir}")
+        table.add_column("check")
+        table.add_column("result")
+        table.add_column("detail", overflow="fold")
+        for check in report.checks:
+            table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAIL[/]", check.detail)
+        Console(highlight=False).print(table)
+    if not report.ok:
+        failed = next(c for c in report.checks if not c.ok)
+        if as_json:
+            raise typer.Exit(1)
+        raise VerificationFailed(f"{failed.name}: {failed.detail}")
+
+
+def init(
+    model: Path = typer.Option(..., "--model", help="Hugging Face model folder."),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
+    output: Path | None = typer.Option(None, "--output", help="Model directory to build (default ./build/<name>)."),
+    name: str | None = typer.Option(None, "--name", help="Served model name (default: the HF folder's name)."),
+    spec_path: Path = typer.Option(Path(DEFAULT_SPEC_NAME), "--spec", help="Where to write the spec."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing spec."),
+) -> None:
+    """Write a deployment spec (mindie-pack.yaml) for a Hugging Face model folder."""
+    hf = load_hf_model(model)
+    hf.family.plan_tp(hf.dims, tp, None)  # refuse an impossible tp now rather than at build time
+    served = name or "".join(c if c.isalnum() or c in "._-" else "-" for c in model.resolve().name)
+    data = {
+        "version": 1,
+        "model": {"source": str(model.resolve()), "name": served,
+                  "output": str(output or Path("build") / served), "profile": "mf-ckpt"},
+        "parallel": {"tp": tp},
+    }
+    write_spec(spec_path, data, force=force)
+    Console(highlight=False).print(f"wrote {spec_path} ({hf.family.description}, tp {tp})")
+
+
+def tiny_model(
+    output: Path = typer.Argument(..., help="Folder to write the tiny HF model into."),
+    family: str = typer.Option("qwen2", "--family", help="llama, qwen2 or baichuan2."),
+    dtype: str = typer.Option("bfloat16", "--dtype"),
+    shards: int = typer.Option(1, "--shards", help="Number of safetensors shards."),
+) -> None:
+    """Generate a tiny random HF model with a trained byte-level BPE tokenizer (for rehearsals and tests)."""
+    from mindie_pack.tiny_model import TinyModelSpec, make_tiny_model
+
+    kv_heads = 4 if family == "baichuan2" else 2
+    make_tiny_model(output, TinyModelSpec(family=family, dtype=dtype, shards=shards, num_kv_heads=kv_heads))
+    Console(highlight=False).print(f"wrote tiny {family} model to {output}")
 
 
 def register(app: typer.Typer) -> None:
-    """Registered once the build stage lands."""
+    app.command("init")(init)
+    app.command("build")(build)
+    app.command("verify")(verify)
+    app.command("tiny-model")(tiny_model)

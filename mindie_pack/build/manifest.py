@@ -1,0 +1,69 @@
+"""manifest.json: what was built, from what, with which options; every file with its size and sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mindie_pack import __version__
+from mindie_pack.errors import PackError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+
+
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def file_record(path: Path, root: Path | None = None, sha256: str | None = None) -> dict[str, Any]:
+    return {
+        "path": str(path.relative_to(root)) if root else str(path),
+        "size": path.stat().st_size,
+        "sha256": sha256 or sha256_file(path),
+    }
+
+
+def build_manifest(
+    *,
+    root: Path,
+    inputs: list[Path],
+    known_hashes: dict[Path, str],
+    options: dict[str, Any],
+    model: dict[str, Any],
+    tensors: dict[str, Any],
+) -> dict[str, Any]:
+    outputs = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+    return {
+        "format": MANIFEST_FORMAT,
+        "tool": {"name": "mindie-pack", "version": __version__},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "options": options,
+        "model": model,
+        "tensors": tensors,
+        "inputs": [file_record(p) for p in inputs],
+        "outputs": [file_record(p, root, known_hashes.get(p)) for p in outputs],
+    }
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
+    path = root / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise PackError(f"{path}: missing; is {model_dir} a directory written by `mindie-pack build`?")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PackError(f"{path}: not valid JSON ({exc})") from exc
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise PackError(f"{path}: manifest format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}")
+    return manifest

@@ -1,0 +1,234 @@
+"""The MindSpore `.ckpt` byte layout: a run of serialized protobuf `Checkpoint` messages, one tensor record
+each, optionally followed by a `crc_num` trailer (reference: mindspore-ckpt.md §1.1, §1.3, §1.7).
+
+Why hand-written: MindSpore's `save_checkpoint` needs every tensor in memory at once, and protobuf's
+generated classes would hold each record's bytes twice. Writing the record framing ourselves lets the
+converter append one tensor (or one 512 MiB piece of it) at a time.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from mindie_pack.weights.dtypes import DType, RawTensor
+
+# MindSpore cuts tensors larger than 512 MiB into several records with the same tag (SLICE_SIZE).
+CHUNK_BYTES = 512 * 1024 * 1024
+CRC_MARKER = b"crc_num"
+CRC_TRAILER_LEN = len(CRC_MARKER) + 10
+
+_TAG_VALUE = 0x0A  # Checkpoint.value, and Value.tag: field 1, length-delimited
+_TAG_TENSOR = 0x12  # Value.tensor, and TensorProto.tensor_type: field 2, length-delimited
+_TAG_DIM = 0x08  # TensorProto.dims: field 1, varint (unpacked)
+_TAG_CONTENT = 0x1A  # TensorProto.tensor_content: field 3, length-delimited
+
+
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def record_header(name: str, dims: tuple[int, ...], type_str: str, content_len: int) -> bytes:
+    """Everything of one record that precedes its `content_len` bytes of tensor content."""
+    dims_bytes = b"".join(bytes([_TAG_DIM]) + encode_varint(d) for d in dims)
+    type_bytes = type_str.encode()
+    tensor_len = (
+        len(dims_bytes) + 1 + len(encode_varint(len(type_bytes))) + len(type_bytes)
+        + 1 + len(encode_varint(content_len)) + content_len
+    )
+    name_bytes = name.encode()
+    value_len = 1 + len(encode_varint(len(name_bytes))) + len(name_bytes) + 1 + len(encode_varint(tensor_len)) + tensor_len
+    return b"".join([
+        bytes([_TAG_VALUE]), encode_varint(value_len),
+        bytes([_TAG_VALUE]), encode_varint(len(name_bytes)), name_bytes,
+        bytes([_TAG_TENSOR]), encode_varint(tensor_len),
+        dims_bytes,
+        bytes([_TAG_TENSOR]), encode_varint(len(type_bytes)), type_bytes,
+        bytes([_TAG_CONTENT]), encode_varint(content_len),
+    ])
+
+
+class CkptWriter:
+    """Appends tensors to a `.ckpt` file as they come; nothing but the current tensor is held."""
+
+    def __init__(self, path: Path, *, crc: bool = False, chunk_bytes: int = CHUNK_BYTES) -> None:
+        if path.suffix != ".ckpt":
+            raise ValueError(f"{path}: MindSpore only loads files ending in .ckpt")
+        self.path = path
+        self._crc_enabled = crc
+        self._crc = 0
+        self._chunk_bytes = chunk_bytes
+        self._file: BinaryIO = path.open("wb")
+        self.bytes_written = 0
+        self.sha256 = hashlib.sha256()  # of the whole file, trailer included, for the manifest
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        self._file.write(data)
+        self.bytes_written += len(data)
+        self.sha256.update(data)
+        if self._crc_enabled:
+            self._crc = binascii.crc32(data, self._crc)
+
+    def write(self, name: str, tensor: RawTensor) -> None:
+        dims = tuple(tensor.array.shape)  # taken before the copy: ascontiguousarray turns 0-d into 1-d
+        array = tensor.array if tensor.array.flags.c_contiguous else np.ascontiguousarray(tensor.array)
+        content = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
+        type_str = tensor.dtype.info.mindspore
+        pieces = max(1, math.ceil(len(content) / self._chunk_bytes))
+        for index in range(pieces):
+            piece = content[index * self._chunk_bytes:(index + 1) * self._chunk_bytes]
+            self._emit(record_header(name, dims, type_str, len(piece)))
+            self._emit(piece)
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        if self._crc_enabled:
+            trailer = CRC_MARKER + self._crc.to_bytes(10, "big")
+            self._file.write(trailer)
+            self.bytes_written += len(trailer)
+            self.sha256.update(trailer)
+        self._file.close()
+
+    def __enter__(self) -> CkptWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- reading (our own files, for verify and the runtime, without loading whole files) ------------------
+
+
+@dataclass(frozen=True)
+class CkptRecord:
+    name: str
+    dims: tuple[int, ...]
+    type_str: str
+    pieces: tuple[tuple[int, int], ...]  # (offset, length) of each content piece in the file
+
+    @property
+    def dtype(self) -> DType:
+        return DType.from_mindspore(self.type_str)
+
+
+class CkptFormatError(ValueError):
+    pass
+
+
+def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise CkptFormatError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _parse_tensor_fields(head: bytes, tensor_start: int) -> tuple[tuple[int, ...], str, int, int]:
+    """Parse TensorProto fields up to tensor_content; return dims, type, content offset (in head) and length."""
+    pos = tensor_start
+    dims: list[int] = []
+    type_str = ""
+    while pos < len(head):
+        key, pos = _read_varint(head, pos)
+        field, wire = key >> 3, key & 7
+        if field == 1 and wire == 0:
+            value, pos = _read_varint(head, pos)
+            dims.append(value)
+        elif field == 1 and wire == 2:  # packed dims (written by other tools)
+            length, pos = _read_varint(head, pos)
+            end = pos + length
+            while pos < end:
+                value, pos = _read_varint(head, pos)
+                dims.append(value)
+        elif field == 2 and wire == 2:
+            length, pos = _read_varint(head, pos)
+            type_str = bytes(head[pos:pos + length]).decode()
+            pos += length
+        elif field == 3 and wire == 2:
+            length, pos = _read_varint(head, pos)
+            return tuple(dims), type_str, pos, length
+        else:
+            raise CkptFormatError(f"unexpected field {field} (wire type {wire}) in a tensor record")
+    raise CkptFormatError("tensor record without content")
+
+
+def scan_records(path: Path) -> Iterator[CkptRecord]:
+    """Walk a checkpoint's records, reading only their headers; consecutive same-name records are merged."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        if size >= CRC_TRAILER_LEN:
+            handle.seek(size - CRC_TRAILER_LEN)
+            if handle.read(len(CRC_MARKER)) == CRC_MARKER:
+                size -= CRC_TRAILER_LEN
+        offset = 0
+        pending: CkptRecord | None = None
+        while offset < size:
+            handle.seek(offset)
+            head = handle.read(min(4096, size - offset))
+            key, pos = _read_varint(head, 0)
+            if key != _TAG_VALUE:
+                raise CkptFormatError(f"byte {offset}: expected a Checkpoint.value record")
+            value_len, pos = _read_varint(head, pos)
+            record_end = offset + pos + value_len
+            if record_end > size:
+                raise CkptFormatError(f"byte {offset}: record runs past the end of the file (truncated)")
+            key, pos = _read_varint(head, pos)
+            name_len, pos = _read_varint(head, pos)
+            name = bytes(head[pos:pos + name_len]).decode()
+            pos += name_len
+            key, pos = _read_varint(head, pos)
+            if key != _TAG_TENSOR:
+                raise CkptFormatError(f"record {name!r}: not a tensor value")
+            _, pos = _read_varint(head, pos)
+            dims, type_str, content_pos, content_len = _parse_tensor_fields(head, pos)
+            piece = (offset + content_pos, content_len)
+            if pending is not None and pending.name == name:
+                pending = CkptRecord(name, dims, type_str, pending.pieces + (piece,))
+            else:
+                if pending is not None:
+                    yield pending
+                pending = CkptRecord(name, dims, type_str, (piece,))
+            offset = record_end
+        if pending is not None:
+            yield pending
+
+
+def read_record(path: Path, record: CkptRecord) -> RawTensor:
+    dtype = record.dtype
+    parts = []
+    with path.open("rb") as handle:
+        for offset, length in record.pieces:
+            handle.seek(offset)
+            parts.append(handle.read(length))
+    data = b"".join(parts)
+    array = np.frombuffer(data, dtype=dtype.info.storage).reshape(record.dims)
+    return RawTensor(dtype, array)
+
+
+def verify_crc(path: Path) -> bool | None:
+    """True/False when the file carries a CRC trailer, None when it has none."""
+    data = path.read_bytes()
+    if len(data) < CRC_TRAILER_LEN or data[-CRC_TRAILER_LEN:-10] != CRC_MARKER:
+        return None
+    return binascii.crc32(data[:-CRC_TRAILER_LEN]) == int.from_bytes(data[-10:], "big")

@@ -1,0 +1,119 @@
+"""Tensor dtypes as they appear in safetensors, MindSpore checkpoints and MindFormers yaml, and casts
+between them.
+
+numpy has no bfloat16, so bfloat16 data is carried as its raw uint16 bit pattern (`RawTensor.array`);
+the cast helpers convert through float32 with round-to-nearest-even, which is what MindSpore and torch do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class _DTypeInfo:
+    name: str  # yaml / CLI name
+    safetensors: str  # safetensors header code
+    mindspore: str  # MindSpore checkpoint `tensor_type`
+    storage: np.dtype  # numpy dtype holding the raw bits
+    itemsize: int
+
+
+class DType(Enum):
+    FLOAT32 = _DTypeInfo("float32", "F32", "Float32", np.dtype("<f4"), 4)
+    FLOAT16 = _DTypeInfo("float16", "F16", "Float16", np.dtype("<f2"), 2)
+    BFLOAT16 = _DTypeInfo("bfloat16", "BF16", "BFloat16", np.dtype("<u2"), 2)
+    FLOAT64 = _DTypeInfo("float64", "F64", "Float64", np.dtype("<f8"), 8)
+    INT64 = _DTypeInfo("int64", "I64", "Int64", np.dtype("<i8"), 8)
+    INT32 = _DTypeInfo("int32", "I32", "Int32", np.dtype("<i4"), 4)
+    INT8 = _DTypeInfo("int8", "I8", "Int8", np.dtype("i1"), 1)
+    UINT8 = _DTypeInfo("uint8", "U8", "UInt8", np.dtype("u1"), 1)
+    BOOL = _DTypeInfo("bool", "BOOL", "Bool", np.dtype("?"), 1)
+
+    @property
+    def info(self) -> _DTypeInfo:
+        return self.value
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT64)
+
+    @classmethod
+    def from_name(cls, name: str) -> DType:
+        for member in cls:
+            if member.info.name == name:
+                return member
+        raise KeyError(name)
+
+    @classmethod
+    def from_safetensors(cls, code: str) -> DType:
+        for member in cls:
+            if member.info.safetensors == code:
+                return member
+        raise KeyError(code)
+
+    @classmethod
+    def from_mindspore(cls, type_str: str) -> DType:
+        for member in cls:
+            if member.info.mindspore == type_str:
+                return member
+        raise KeyError(type_str)
+
+
+# HF config.json `torch_dtype` values -> our dtypes.
+TORCH_DTYPE_NAMES = {
+    "bfloat16": DType.BFLOAT16,
+    "float16": DType.FLOAT16,
+    "half": DType.FLOAT16,
+    "float32": DType.FLOAT32,
+    "float": DType.FLOAT32,
+}
+
+TARGET_DTYPES = (DType.BFLOAT16, DType.FLOAT16, DType.FLOAT32)
+
+
+@dataclass
+class RawTensor:
+    """A tensor's raw little-endian C-order data plus its logical dtype."""
+
+    dtype: DType
+    array: np.ndarray  # dtype == self.dtype.info.storage
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
+    """Round to nearest even, NaN kept NaN (quiet), as MindSpore's and torch's casts do."""
+    u32 = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = ((u32 + 0x7FFF + ((u32 >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(values)
+    if nan.any():
+        rounded[nan] = ((u32[nan] >> 16) | 0x0040).astype(np.uint16)
+    return rounded
+
+
+def to_float32(tensor: RawTensor) -> np.ndarray:
+    if tensor.dtype is DType.BFLOAT16:
+        return bfloat16_bits_to_float32(tensor.array)
+    return tensor.array.astype(np.float32, copy=False)
+
+
+def cast(tensor: RawTensor, target: DType) -> RawTensor:
+    """Cast floating-point data; the identity cast returns the input untouched (no copy)."""
+    if tensor.dtype is target:
+        return tensor
+    if not (tensor.dtype.is_float and target.is_float):
+        raise TypeError(f"cannot cast {tensor.dtype.info.name} to {target.info.name}")
+    as_f32 = to_float32(tensor)
+    if target is DType.BFLOAT16:
+        return RawTensor(target, float32_to_bfloat16_bits(as_f32))
+    return RawTensor(target, as_f32.astype(target.info.storage))
