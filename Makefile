@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PACK := $(VENV)/bin/mindie-pack
 # MindFormers is installed without its (NPU-only) dependencies: we only need it to build networks on CPU.
 MINDFORMERS ?= mindformers==1.8.0
+# What `import mindformers` needs on CPU (its full dependency list pins NPU-era versions we do not want).
+MINDFORMERS_IMPORT_DEPS := datasets mindpet tensorboardX Deprecated regex tqdm setproctitle tiktoken sentencepiece jieba pillow
 
 .PHONY: example test setup setup-dev clean
 
@@ -16,6 +18,7 @@ $(VENV)/.runtime-installed: pyproject.toml
 $(VENV)/.dev-installed: pyproject.toml $(VENV)/.runtime-installed
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps $(MINDFORMERS)
+	$(PY) -m pip install -q $(MINDFORMERS_IMPORT_DEPS)
 	touch $@
 
 setup: $(VENV)/.runtime-installed
