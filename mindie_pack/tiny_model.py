@@ -1,5 +1,5 @@
 """Make tiny Hugging Face models (random weights, exact HF tensor names and config keys, a small trained
-byte-level BPE tokenizer) for the bundled example, the tests and the benchmarks. No hub download."""
+byte-level BPE tokenizer, or SentencePiece for Baichuan2) for the bundled example, the tests and the benchmarks. No hub download."""
 
 from __future__ import annotations
 
@@ -69,6 +69,33 @@ def write_tokenizer(out: Path, vocab_size: int) -> None:
         "model_max_length": 512,
         "chat_template": CHAT_TEMPLATE,
         "add_bos_token": False,
+        "clean_up_tokenization_spaces": False,
+    }, indent=2))
+
+
+def write_sentencepiece_tokenizer(out: Path, vocab_size: int) -> None:
+    """Baichuan2's HF layout: a SentencePiece BPE `tokenizer.model` (<unk>=0, <s>=1, </s>=2, byte fallback)."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(_CORPUS * 4), model_writer=model, vocab_size=vocab_size, model_type="bpe",
+        byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        hard_vocab_limit=False, split_digits=True, minloglevel=2,
+    )
+    (out / "tokenizer.model").write_bytes(model.getvalue())
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "BaichuanTokenizer",
+        "auto_map": {"AutoTokenizer": ["tokenization_baichuan.BaichuanTokenizer", None]},
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "pad_token": "<unk>",
+        "unk_token": "<unk>",
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "model_max_length": 512,
         "clean_up_tokenization_spaces": False,
     }, indent=2))
 
@@ -205,11 +232,19 @@ def write_weights(out: Path, spec: TinyModelSpec, tensors: dict[str, RawTensor])
 def make_tiny_model(out: Path, spec: TinyModelSpec | None = None) -> Path:
     spec = spec or TinyModelSpec()
     out.mkdir(parents=True, exist_ok=True)
-    write_tokenizer(out, spec.vocab_size)
-    vocab = json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]
-    eos, pad = vocab["<|im_end|>"], vocab["<|endoftext|>"]
-    (out / "config.json").write_text(json.dumps(hf_config(spec, eos, pad), indent=2))
+    if spec.family == "baichuan2":
+        write_sentencepiece_tokenizer(out, spec.vocab_size)
+        bos, eos, pad = 1, 2, 0
+        eos_ids: list[int] = [eos]
+    else:
+        write_tokenizer(out, spec.vocab_size)
+        vocab = json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]
+        eos, pad = vocab["<|im_end|>"], vocab["<|endoftext|>"]
+        bos, eos_ids = pad, [eos, pad]
+    config = hf_config(spec, eos, pad)
+    config["bos_token_id"] = bos
+    (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": pad, "eos_token_id": [eos, pad], "pad_token_id": pad, "do_sample": False}, indent=2))
+        {"bos_token_id": bos, "eos_token_id": eos_ids, "pad_token_id": pad, "do_sample": False}, indent=2))
     write_weights(out, spec, random_weights(spec))
     return out
