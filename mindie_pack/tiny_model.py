@@ -1,5 +1,6 @@
 """Make tiny Hugging Face models (random weights, exact HF tensor names and config keys, a small trained
-byte-level BPE tokenizer, or SentencePiece for Baichuan2) for the bundled example, the tests and the benchmarks. No hub download."""
+byte-level BPE tokenizer, or SentencePiece for Baichuan2) for the bundled example, the tests and the
+benchmarks. No hub download."""
 
 from __future__ import annotations
 

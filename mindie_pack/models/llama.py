@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mindie_pack.errors import PackError
 from mindie_pack.models.base import ModelDims, ModelFamily
 
 
@@ -18,7 +19,17 @@ class LlamaFamily(ModelFamily):
         return "Llama"
 
     def extra_model_config(self, dims: ModelDims) -> dict[str, Any]:
-        return rope_scaling_fields(dims.rope_scaling)
+        fields = rope_scaling_fields(dims.rope_scaling)
+        scaling = fields["scaling_factor"]
+        if fields["extend_method"] == "LLAMA3" and \
+                scaling["original_max_position_embeddings"] >= dims.max_position_embeddings:
+            # MindFormers' FreqsMgr raises this at network build time, i.e. minutes into a MindIE start.
+            raise PackError(
+                f"config.json: rope_scaling.original_max_position_embeddings "
+                f"({scaling['original_max_position_embeddings']}) must be less than max_position_embeddings "
+                f"({dims.max_position_embeddings}) for MindFormers' llama3 rope scaling"
+            )
+        return fields
 
 
 def rope_scaling_fields(rope_scaling: dict[str, Any] | None) -> dict[str, Any]:
@@ -43,8 +54,6 @@ def rope_scaling_fields(rope_scaling: dict[str, Any] | None) -> dict[str, Any]:
         return {"extend_method": "DYNAMIC_NTK", "scaling_factor": {"factor": factor}}
     if kind == "default":
         return {"extend_method": "None", "scaling_factor": 1.0}
-    from mindie_pack.errors import PackError
-
     raise PackError(
         f"config.json: rope_scaling type {kind!r} is not supported (expected llama3, linear, dynamic or none)"
     )
