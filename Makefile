@@ -33,4 +33,4 @@ test: setup-dev
 	$(PY) -m pytest
 
 clean:
-	rm -rf examples/tiny-model examples/out
+	rm -rf examples/work
