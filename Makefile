@@ -6,7 +6,7 @@ PACK := $(VENV)/bin/mindie-pack
 # MindFormers is installed without its (NPU-only) dependencies: we only need it to build networks on CPU.
 MINDFORMERS ?= mindformers==1.8.0
 # What `import mindformers` needs on CPU (its full dependency list pins NPU-era versions we do not want).
-MINDFORMERS_IMPORT_DEPS := 'datasets<4' 'pyarrow<20' 'pandas<3' mindpet tensorboardX Deprecated regex tqdm setproctitle tiktoken sentencepiece jieba pillow
+MINDFORMERS_IMPORT_DEPS := 'datasets<4' 'pyarrow<20' 'pandas<3' rouge_chinese nltk mindpet tensorboardX Deprecated regex tqdm setproctitle tiktoken sentencepiece jieba pillow
 
 .PHONY: example test setup setup-dev clean
 

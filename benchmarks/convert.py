@@ -2,7 +2,9 @@
 
 Generates Llama-shaped bfloat16 models on the fly (no download): a base model of >= 1.5 GB and, for the
 memory-scaling check, one 3x larger with the same largest tensor (more layers). Each contender runs in its own
-subprocess; wall time and that process's peak RSS (os.wait4 rusage) are printed side by side.
+subprocess; wall time and that process's peak RSS (os.wait4 rusage) are printed side by side. The parent
+imports nothing heavy and generates models in a child too: a child's peak RSS includes its parent's RSS at
+fork time, so a large parent would inflate every figure.
 
     python benchmarks/convert.py [--workdir DIR] [--skip-large] [--keep]
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -23,10 +26,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-
-from mindie_pack.tiny_model import write_tokenizer
+from typing import Any
 
 SHARD_BYTES = 1 << 30
 
@@ -52,20 +52,26 @@ class Shape:
         return out + [("model.norm.weight", (h,)), ("lm_head.weight", (self.vocab, h))]
 
 
-def _bf16_block(count: int, rng: np.random.Generator) -> bytes:
+def _bf16_block(count: int, rng: Any) -> bytes:  # rng: numpy Generator
     # Small random normal values as bf16 bit patterns (the top 16 bits of float32).
+    import numpy as np
+
     values = rng.standard_normal(count, dtype=np.float32) * 0.02
     return (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()
 
 
 def write_model(out: Path, shape: Shape) -> int:
     """Write sharded bf16 safetensors tensor by tensor, so generating the model needs little memory either."""
+    import numpy as np
+
+    from mindie_pack.tiny_model import write_tokenizer
+
     out.mkdir(parents=True)
     rng = np.random.default_rng(0)
     shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
     size = 0
     for name, dims in shape.tensors():
-        nbytes = int(np.prod(dims)) * 2
+        nbytes = math.prod(dims) * 2
         if shards[-1] and size + nbytes > SHARD_BYTES:
             shards.append([])
             size = 0
@@ -76,7 +82,7 @@ def write_model(out: Path, shape: Shape) -> int:
         file_name = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
         header, offset = {}, 0
         for name, dims in members:
-            nbytes = int(np.prod(dims)) * 2
+            nbytes = math.prod(dims) * 2
             header[name] = {"dtype": "BF16", "shape": list(dims), "data_offsets": [offset, offset + nbytes]}
             offset += nbytes
             weight_map[name] = file_name
@@ -85,7 +91,7 @@ def write_model(out: Path, shape: Shape) -> int:
         with (out / file_name).open("wb") as handle:
             handle.write(len(raw).to_bytes(8, "little") + raw)
             for _, dims in members:
-                remaining = int(np.prod(dims))
+                remaining = math.prod(dims)
                 while remaining:
                     count = min(remaining, 1 << 24)
                     handle.write(_bf16_block(count, rng))
@@ -161,7 +167,12 @@ def main() -> None:
     parser.add_argument("--skip-large", action="store_true", help="skip the 3x model (needs ~2x5 GB disk)")
     parser.add_argument("--skip-load-everything", action="store_true")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)  # child mode: write one model
+    parser.add_argument("--layers", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.generate:
+        print(write_model(args.generate, Shape(layers=args.layers)))
+        return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mindie-pack-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     pack = [sys.executable, "-m", "mindie_pack"]
@@ -172,7 +183,8 @@ def main() -> None:
         for label, shape in models:
             src = work / f"hf-{label}"
             drop(src)
-            size = write_model(src, shape)
+            size = int(subprocess.run([sys.executable, __file__, "--generate", str(src), "--layers", str(shape.layers)],
+                                      check=True, capture_output=True, text=True).stdout.split()[-1])
             gb = size / 1e9
             print(f"[{label}] model: {shape.layers} layers, {gb:.2f} GB bf16, largest tensor "
                   f"{shape.vocab}x{shape.hidden}", flush=True)
