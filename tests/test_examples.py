@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from mindie_pack.spec import load_spec
 
 SPECS = sorted((REPO_ROOT / "examples" / "specs").glob("*.yaml"))

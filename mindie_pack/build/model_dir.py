@@ -28,7 +28,7 @@ class BuiltModelDir:
 
     @property
     def weights_dir(self) -> Path:
-        return Path(self.yaml.get("load_checkpoint") or self.path / "weights")
+        return self.path / "weights"
 
 
 def find_single_yaml(model_dir: Path) -> Path:
@@ -68,6 +68,11 @@ def open_model_dir(model_dir: Path) -> BuiltModelDir:
         if profile != "mf-safetensors" and model_config.get(key) != expected:
             raise PackError(f"{yaml_path}: model.model_config.{key} is {model_config.get(key)!r}, "
                             f"config.json says {expected}")
+    load_checkpoint = data.get("load_checkpoint")
+    if load_checkpoint and Path(str(load_checkpoint)).resolve() != (model_dir / "weights").resolve():
+        # MindFormers follows the yaml's absolute path: a moved or copied directory would load other weights.
+        raise PackError(f"{yaml_path}: load_checkpoint is {load_checkpoint}, not this directory's weights folder "
+                        f"{model_dir / 'weights'} (directory moved or copied? rebuild it, or fix the yaml's paths)")
     plan = model.family.plan_tp(model.dims, tp, bool(parallel.get("vocab_emb_dp", True)))
     specs = model.family.tensor_specs(model.dims, plan, dtype)
     return BuiltModelDir(model_dir, yaml_path, data, model, profile, tp, dtype, plan, specs)

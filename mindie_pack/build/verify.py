@@ -113,7 +113,9 @@ def check_mindspore_load(built: BuiltModelDir, report: VerifyReport) -> None:
                f"{len(built.specs)} tensors, names/shapes/dtypes as planned")
 
 
-def merged_tensor(built: BuiltModelDir, indexes: list[dict[str, CkptRecord]], target: str, axis: int | None) -> RawTensor:
+def merged_tensor(
+    built: BuiltModelDir, indexes: list[dict[str, CkptRecord]], target: str, axis: int | None
+) -> RawTensor:
     parts = [read_record(rank_file_path(built.weights_dir, r), indexes[r][target]) for r in range(built.tp)]
     if axis is None:
         for rank, part in enumerate(parts[1:], start=1):

@@ -3,6 +3,14 @@
 Keeping one module per stage lets each stage grow without touching the others (or cli.py).
 """
 
-from mindie_pack.commands import build_cmds, client_cmds, config_cmds, deploy_cmds, emulator_cmds, env_cmds, runtime_cmds
+from mindie_pack.commands import (
+    build_cmds,
+    client_cmds,
+    config_cmds,
+    deploy_cmds,
+    emulator_cmds,
+    env_cmds,
+    runtime_cmds,
+)
 
 COMMAND_MODULES = (build_cmds, runtime_cmds, config_cmds, env_cmds, deploy_cmds, client_cmds, emulator_cmds)

@@ -54,8 +54,10 @@ def _progress_bar(enabled: bool) -> tuple[Progress | None, BuildProgress]:
 
 
 def build(
-    model: Path | None = typer.Option(None, "--model", help="Hugging Face model folder (default: from mindie-pack.yaml)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Model directory to write (MindIE modelWeightPath)."),
+    model: Path | None = typer.Option(None, "--model",
+                                      help="Hugging Face model folder (default: from mindie-pack.yaml)."),
+    output: Path | None = typer.Option(None, "--output", "-o",
+                                       help="Model directory to write (MindIE modelWeightPath)."),
     tp: int | None = typer.Option(None, "--tp", help="Tensor-parallel degree = MindIE worldSize (default 1)."),
     dtype: str | None = typer.Option(None, "--dtype", help="bfloat16, float16 or float32 (default: HF torch_dtype)."),
     profile: str | None = typer.Option(None, "--profile", help="mf-ckpt (default), mf-safetensors or llm-boost."),
@@ -66,7 +68,7 @@ def build(
     seq_length: int | None = typer.Option(None, "--seq-length", help="Static sequence length of the network."),
     crc: bool = typer.Option(False, "--crc", help="Append MindSpore's CRC trailer to each .ckpt."),
     spec_path: Path | None = typer.Option(None, "--spec", help=f"Deployment spec (default ./{DEFAULT_SPEC_NAME})."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output directory (after the new one is done)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output (once the new one is complete)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
 ) -> None:
     """Write the model directory MindIE's ms backend loads: config, yaml, tokenizer, sharded weights, manifest."""
@@ -102,10 +104,24 @@ def build(
 def verify(
     model_dir: Path = typer.Argument(..., help="A model directory written by `mindie-pack build`."),
     reference: Path | None = typer.Option(None, "--reference", help="HF folder: check shards equal it bit for bit."),
+    run: bool = typer.Option(False, "--run", help="Also run the model on CPU and compare with the reference."),
+    prompt: str | None = typer.Option(None, "--prompt", help="Prompt for --run."),
+    tokens: int = typer.Option(16, "--tokens", min=1, help="Greedy tokens to compare with --run."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Re-hash files against the manifest, load every rank with MindSpore, compare with the HF source."""
+    if run and reference is None:
+        raise PackError("--run needs --reference HF_DIR (the model to compare against)")
     report = verify_model_dir(model_dir, reference)
+    if run and report.ok:
+        from mindie_pack.runtime.compare import DEFAULT_PROMPT, compare_with_reference
+
+        assert reference is not None
+        comparison = compare_with_reference(model_dir, reference, prompt or DEFAULT_PROMPT, tokens)
+        report.add("run", comparison.ok,
+                   f"max |logit diff| {comparison.max_abs_logit_diff:.3g} vs {comparison.reference_kind}; greedy "
+                   f"{tokens} tokens {'agree' if comparison.ok else 'differ'}: ours {comparison.ours_text!r}, "
+                   f"reference {comparison.reference_text!r}")
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:

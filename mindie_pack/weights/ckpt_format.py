@@ -52,7 +52,8 @@ def record_header(name: str, dims: tuple[int, ...], type_str: str, content_len: 
         + 1 + len(encode_varint(content_len)) + content_len
     )
     name_bytes = name.encode()
-    value_len = 1 + len(encode_varint(len(name_bytes))) + len(name_bytes) + 1 + len(encode_varint(tensor_len)) + tensor_len
+    value_len = (1 + len(encode_varint(len(name_bytes))) + len(name_bytes)
+                 + 1 + len(encode_varint(tensor_len)) + tensor_len)
     return b"".join([
         bytes([_TAG_VALUE]), encode_varint(value_len),
         bytes([_TAG_VALUE]), encode_varint(len(name_bytes)), name_bytes,
