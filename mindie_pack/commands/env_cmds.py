@@ -1,7 +1,146 @@
-"""CLI commands of the env stage (not implemented yet)."""
+"""CLI commands of the env stage: `env`, `doctor`, `ranktable`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from mindie_pack.env import daemon_environment, discover, run_doctor
+from mindie_pack.env.ranktable import build_rank_table
+from mindie_pack.errors import PackError
+from mindie_pack.spec import DEFAULT_SPEC_NAME, Spec, load_spec
+
+out = Console(highlight=False, soft_wrap=True)
+STATUS_STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+
+
+def _spec(path: Path | None) -> Spec | None:
+    if path is not None or Path(DEFAULT_SPEC_NAME).is_file():
+        return load_spec(path)
+    return None
+
+
+def _spec_path(spec: Spec | None, section: str, key: str) -> Path | None:
+    value = spec.section(section).get(key) if spec else None
+    return spec.resolve(value) if spec and value else None
+
+
+def _devices(text: str | None, spec: Spec | None) -> list[int] | None:
+    if text:
+        try:
+            return [int(d) for d in text.split(",") if d.strip()]
+        except ValueError:
+            raise PackError(f"--devices {text!r}: expected comma-separated NPU ids, e.g. 0,1,2,3") from None
+    devices = spec.section("hardware").get("devices") if spec else None
+    return list(devices) if devices else None
+
+
+def env(
+    ascend_root: Path | None = typer.Option(None, "--ascend-root", help="Ascend install root (/usr/local/Ascend)."),
+    mindie_home: Path | None = typer.Option(None, "--mindie-home", help="MindIE (mindie-service) folder."),
+    spec_path: Path | None = typer.Option(None, "--spec", help="Deployment spec."),
+    profile: str | None = typer.Option(None, "--profile", help="Build profile (llm-boost sets ENFORCE_EAGER)."),
+    mindformers_src: Path | None = typer.Option(None, "--mindformers-src", help="Put on PYTHONPATH."),
+    devices: str | None = typer.Option(None, "--devices", help="ASCEND_RT_VISIBLE_DEVICES, e.g. 0,1."),
+    shell: bool = typer.Option(False, "--shell", help="Print export lines to eval."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The environment mindieservice_daemon needs (set_env.sh scripts sourced in order, plus the ms backend's)."""
+    spec = _spec(spec_path)
+    model = spec.section("model") if spec else {}
+    deploy = spec.section("deploy") if spec else {}
+    result = daemon_environment(
+        ascend_root=ascend_root or _spec_path(spec, "deploy", "ascend_root"),
+        mindie_home=mindie_home or _spec_path(spec, "deploy", "mindie_home"),
+        profile=profile or model.get("profile", "mf-ckpt"),
+        mindformers_src=mindformers_src or (spec.resolve(model["mindformers_src"]) if model.get("mindformers_src")
+                                            else None),
+        devices=_devices(devices, spec),
+    )
+    if shell:
+        for line in result.export_lines():
+            typer.echo(line)
+        return
+    if as_json:
+        typer.echo(json.dumps({"sourced": result.sourced, "missing": result.missing, "set": result.added},
+                              indent=2))
+        return
+    for script in result.sourced:
+        out.print(f"sourced {script}")
+    for script in result.missing:
+        out.print(f"[yellow]missing[/] {script}")
+    table = Table(title="variables set for the daemon")
+    table.add_column("variable")
+    table.add_column("value", overflow="fold")
+    for key, value in sorted(result.added.items()):
+        table.add_row(key, value)
+    out.print(table)
+
+
+def doctor(
+    spec_path: Path | None = typer.Option(None, "--spec", help="Deployment spec (worldSize, ports, model dir)."),
+    ascend_root: Path | None = typer.Option(None, "--ascend-root"),
+    mindie_home: Path | None = typer.Option(None, "--mindie-home"),
+    config_path: Path | None = typer.Option(None, "--config", help="A config.json to check (file rules)."),
+    model_dir: Path | None = typer.Option(None, "--model-dir", help="A built model directory to check."),
+    world_size: int | None = typer.Option(None, "--world-size"),
+    ports: str | None = typer.Option(None, "--ports", help="Ports that must be free, e.g. 1025,1026,1027."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check the machine for a MindIE ms-backend deployment; exit 1 on any failed check."""
+    spec = _spec(spec_path)
+    server = spec.section("server") if spec else {}
+    deploy = spec.section("deploy") if spec else {}
+    port_list = [int(p) for p in ports.split(",")] if ports else \
+        [int(server.get(k, d)) for k, d in (("port", 1025), ("management_port", 1026), ("metrics_port", 1027))]
+    if spec and model_dir is None and spec.section("model").get("output"):
+        model_dir = spec.resolve(spec.section("model")["output"])
+    checks = run_doctor(
+        ascend_root=ascend_root or _spec_path(spec, "deploy", "ascend_root"),
+        mindie_home=mindie_home or _spec_path(spec, "deploy", "mindie_home"),
+        config_path=config_path, model_dir=model_dir if model_dir and model_dir.exists() else model_dir,
+        world_size=world_size or (spec.section("parallel").get("tp") if spec else None), ports=port_list,
+        profile=spec.section("model").get("profile", "mf-ckpt") if spec else "mf-ckpt",
+    )
+    failed = any(c.status == "fail" for c in checks)
+    if as_json:
+        typer.echo(json.dumps({"ok": not failed, "checks": [c.to_dict() for c in checks]}, indent=2))
+    else:
+        table = Table(title="mindie-pack doctor")
+        for column in ("check", "status", "detail", "fix"):
+            table.add_column(column, overflow="fold")
+        for check in checks:
+            table.add_row(check.name, STATUS_STYLE[check.status], check.detail, check.fix)
+        out.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def ranktable(
+    devices: str = typer.Option(..., "--devices", help="NPU ids in rank order, e.g. 0,1,2,3."),
+    output: Path = typer.Option(..., "--output", "-o", help="Rank table JSON to write."),
+    ascend_root: Path | None = typer.Option(None, "--ascend-root"),
+    server_id: str | None = typer.Option(None, "--server-id", help="Host IP (default: this host's address)."),
+) -> None:
+    """Write the HCCL rank table for this server from `hccn_tool -i N -ip -g`."""
+    inst = discover(ascend_root=ascend_root)
+    if inst.hccn_tool is None:
+        raise PackError("hccn_tool not found (driver/tools/hccn_tool): it reports each NPU's NIC address")
+    ids = _devices(devices, None) or []
+    if len(set(ids)) != len(ids):
+        raise PackError(f"--devices {devices}: a device is listed twice")
+    table = build_rank_table(inst.hccn_tool, ids, server_id)
+    from mindie_pack.config.write import atomic_write_text
+
+    atomic_write_text(output, json.dumps(table, indent=2) + "\n", 0o640)
+    out.print(f"wrote {output} ({len(ids)} device(s))")
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing to register until the env stage lands."""
+    app.command("env")(env)
+    app.command("doctor")(doctor)
+    app.command("ranktable")(ranktable)
