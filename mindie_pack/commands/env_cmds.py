@@ -52,7 +52,6 @@ def env(
     """The environment mindieservice_daemon needs (set_env.sh scripts sourced in order, plus the ms backend's)."""
     spec = _spec(spec_path)
     model = spec.section("model") if spec else {}
-    deploy = spec.section("deploy") if spec else {}
     result = daemon_environment(
         ascend_root=ascend_root or _spec_path(spec, "deploy", "ascend_root"),
         mindie_home=mindie_home or _spec_path(spec, "deploy", "mindie_home"),
@@ -94,7 +93,6 @@ def doctor(
     """Check the machine for a MindIE ms-backend deployment; exit 1 on any failed check."""
     spec = _spec(spec_path)
     server = spec.section("server") if spec else {}
-    deploy = spec.section("deploy") if spec else {}
     port_list = [int(p) for p in ports.split(",")] if ports else \
         [int(server.get(k, d)) for k, d in (("port", 1025), ("management_port", 1026), ("metrics_port", 1027))]
     if spec and model_dir is None and spec.section("model").get("output"):
