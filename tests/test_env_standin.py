@@ -68,7 +68,8 @@ def test_environment_sources_scripts_in_order_and_adds_ms_variables(standin: Sta
     assert e["ATB_HOME_PATH"] == str(root / "nnal/atb/latest/atb/cxx_abi_0")
     # Later scripts prepend: mindie-service's lib comes before the toolkit's on LD_LIBRARY_PATH.
     ld = e["LD_LIBRARY_PATH"].split(":")
-    assert ld.index(str(root / "mindie/latest/mindie-service/lib")) < ld.index(str(root / "ascend-toolkit/latest/lib64"))
+    service_lib, toolkit_lib = root / "mindie/latest/mindie-service/lib", root / "ascend-toolkit/latest/lib64"
+    assert ld.index(str(service_lib)) < ld.index(str(toolkit_lib))
     assert "PYTORCH_INSTALL_PATH" not in e  # the atb-models PYTORCH lines are skipped for the ms backend
     assert "PYTORCH" in (root / "atb-models/set_env.sh").read_text()  # ... without editing the user's file
     assert e["MINDIE_LLM_FRAMEWORK_BACKEND"] == "MS"
