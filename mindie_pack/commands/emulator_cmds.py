@@ -1,7 +1,41 @@
-"""CLI commands of the emulator stage (not implemented yet)."""
+"""CLI commands of the emulator: `emulator install`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
+from rich.console import Console
+
+emulator_app = typer.Typer(help="A MindIE stand-in for machines without NPUs.", no_args_is_help=True)
+
+
+@emulator_app.command("install")
+def install(
+    prefix: Path = typer.Argument(..., help="Folder to install into (an emulated /usr/local/Ascend)."),
+    mindie_version: str = typer.Option("1.0.RC3", "--mindie-version"),
+    npus: int = typer.Option(8, "--npus", min=1, help="Emulated NPUs reported by npu-smi."),
+    fake_model: bool = typer.Option(False, "--fake-model", help="Serve deterministic tokens without weights."),
+    prefill_ms: float = typer.Option(0.0, "--prefill-ms", help="Fake model: delay before the first token."),
+    per_token_ms: float = typer.Option(0.0, "--per-token-ms", help="Fake model: delay per further token."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Write an emulated Ascend install (driver, CANN, MindIE with an emulated mindieservice_daemon, npu-smi)."""
+    from mindie_pack.emulator.install import install_emulator
+
+    root = install_emulator(prefix, mindie_version=mindie_version, npu_count=npus, fake_model=fake_model,
+                            prefill_ms=prefill_ms, per_token_ms=per_token_ms)
+    info = {"ascend_root": str(root.root), "mindie_home": str(root.mindie_service),
+            "daemon": str(root.mindie_service / "bin" / "mindieservice_daemon")}
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    console = Console(highlight=False)
+    console.print(f"emulated Ascend root: {root.root}")
+    console.print(f"MindIE home (mindie-service): {root.mindie_service}")
+    console.print(f"deploy with: mindie-pack deploy --mindie-home {root.mindie_service} --model-dir DIR")
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing to register until the emulator stage lands."""
+    app.add_typer(emulator_app, name="emulator")
