@@ -1,7 +1,152 @@
-"""CLI commands of the deploy stage (not implemented yet)."""
+"""CLI commands of the deploy stage: deploy, status, logs, stop."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.status import Status
+
+from mindie_pack.deploy.lifecycle import DeployOptions, Progress, plan_deploy
+from mindie_pack.deploy.lifecycle import deploy as run_deploy
+from mindie_pack.deploy.lifecycle import status as get_status
+from mindie_pack.deploy.lifecycle import stop as run_stop
+from mindie_pack.deploy.state import load_state
+from mindie_pack.errors import PackError
+from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def deploy(
+    spec_path: Path | None = typer.Option(None, "--spec", help=f"Deployment spec (default ./{DEFAULT_SPEC_NAME} "
+                                          "when present)."),
+    model_dir: Path | None = typer.Option(None, "--model-dir", help="Built model directory (default: spec "
+                                          "model.output)."),
+    mindie_home: Path | None = typer.Option(None, "--mindie-home", help="mindie-service folder (or spec "
+                                            "deploy.mindie_home)."),
+    port: int | None = typer.Option(None, "--port", help="Business port; management = port+1, metrics = port+2."),
+    devices: str | None = typer.Option(None, "--devices",
+                                       help="Physical NPU ids, e.g. 0,1 (ASCEND_RT_VISIBLE_DEVICES)."),
+    timeout: float = typer.Option(1800.0, "--timeout", help="Start budget in seconds (large models load slowly)."),
+    docker_image: str | None = typer.Option(None, "--docker", help="Run the daemon in this MindIE image."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands; start nothing."),
+    install_config: bool = typer.Option(False, "--install-config", help="Write conf/config.json (after a backup) "
+                                        "instead of a separate file."),
+    replace: bool = typer.Option(False, "--replace", help="Stop a running deployment first."),
+    mindie_version: str | None = typer.Option(None, "--mindie-version", help="Default: the installed one."),
+    sets: list[str] = typer.Option([], "--set", help="config.json KEY=VALUE (repeatable)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Install the config, start mindieservice_daemon and wait until it serves."""
+    spec = load_spec(spec_path) if spec_path or Path(DEFAULT_SPEC_NAME).is_file() else None
+    deploy_section = spec.section("deploy") if spec else {}
+    if model_dir is None and spec and spec.section("model").get("output"):
+        model_dir = spec.resolve(spec.section("model")["output"])
+    if mindie_home is None and deploy_section.get("mindie_home") and spec:
+        mindie_home = spec.resolve(deploy_section["mindie_home"])
+    if model_dir is None or mindie_home is None:
+        raise PackError("deploy needs --model-dir and --mindie-home (or model.output and deploy.mindie_home in "
+                        "the spec)")
+    device_list = None
+    if devices:
+        try:
+            device_list = [int(d) for d in devices.split(",") if d.strip()]
+        except ValueError:
+            raise PackError(f"--devices {devices!r}: expected comma-separated NPU ids") from None
+    elif spec and spec.section("hardware").get("devices"):
+        device_list = list(spec.section("hardware")["devices"])
+    options = DeployOptions(model_dir=model_dir, mindie_home=mindie_home, spec=spec, port=port, devices=device_list,
+                            timeout_s=timeout, docker_image=docker_image, dry_run=dry_run,
+                            install_config=install_config, replace=replace, mindie_version=mindie_version,
+                            sets=list(sets))
+    if dry_run:
+        plan = plan_deploy(options)
+        info = {"config_path": str(plan.config_path), "host_command": plan.host_command(),
+                "docker_run": plan.container.docker_run_command() if plan.container else None,
+                "business_url": plan.endpoints.business_url, "management_url": plan.endpoints.management_url}
+        if as_json:
+            typer.echo(json.dumps(info, indent=2))
+        else:
+            out.print(f"# config.json would be written to {plan.config_path}")
+            out.print(f"# host mode:\n{plan.host_command()}")
+            if plan.container:
+                out.print(f"# container mode:\n{plan.container.docker_run_command()}")
+        return
+    with Status("deploying", console=err) as spinner:
+        progress = Progress(stage=lambda text: spinner.update(f"deploy: {text}"),
+                            log_line=lambda line: err.print(f"[dim]daemon | {line}[/]"))
+        state = run_deploy(options, progress)
+    if as_json:
+        typer.echo(json.dumps(state.to_dict(), indent=2))
+        return
+    out.print(f"[green]serving[/] {state.model_name} (pid {state.pid}, log {state.log_path})")
+    out.print(f"  inference:  {state.business_url}  (/generate, /v1/chat/completions, /v1/completions, /infer)")
+    out.print(f"  management: {state.management_url}  (/health, /v2/health/ready, /stopService)")
+    out.print(f"  metrics:    {state.metrics_url}/metrics")
+
+
+def status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Process, health, models and uptime of the current deployment (exit 1 when it is down)."""
+    report = get_status()
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        state = report.state
+        word = "[green]up[/]" if report.up else "[red]down[/]"
+        out.print(f"{state.model_name}: {word}  (pid {state.pid} {'alive' if report.process_alive else 'not running'},"
+                  f" health {'200' if report.healthy else 'failing'}, uptime {int(report.uptime_s)} s)")
+        out.print(f"  models: {', '.join(report.models or []) or '-'}  business {state.business_url}  management "
+                  f"{state.management_url}")
+    if not report.up:
+        raise typer.Exit(1)
+
+
+def logs(
+    follow: bool = typer.Option(False, "--follow", "-f"),
+    lines: int = typer.Option(50, "-n", "--lines"),
+) -> None:
+    """The daemon's log of the current deployment."""
+    state = load_state()
+    assert state is not None
+    path = Path(state.log_path)
+    if not path.is_file():
+        raise PackError(f"{path}: log not found")
+    for line in path.read_text(errors="replace").splitlines()[-lines:]:
+        typer.echo(line)
+    if not follow:
+        return
+    with path.open(errors="replace") as handle:
+        handle.seek(0, 2)
+        try:
+            while True:
+                line = handle.readline()
+                if line:
+                    typer.echo(line.rstrip("\n"))
+                else:
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            return
+
+
+def stop(
+    timeout: float = typer.Option(30.0, "--timeout", help="Grace period before SIGKILL."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Stop the current deployment (graceful /stopService, SIGTERM to its process group, then SIGKILL)."""
+    result = run_stop(timeout)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    out.print(f"stopped {result['stopped']} (pid {result['pid']})")
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing to register until the deploy stage lands."""
+    app.command("deploy")(deploy)
+    app.command("status")(status)
+    app.command("logs")(logs)
+    app.command("stop")(stop)

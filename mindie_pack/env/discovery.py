@@ -108,6 +108,11 @@ def discover(*, ascend_root: Path | None = None, mindie_home: Path | None = None
              environ: Mapping[str, str] | None = None) -> Installation:
     env = os.environ if environ is None else environ
     root = resolve_root(ascend_root, env)
+    if ascend_root is None and mindie_home is not None:
+        # A MindIE home inside an Ascend root (<root>/mindie/<ver>/mindie-service) names that root.
+        service = resolve_mindie_service(root, mindie_home, env)
+        if service is not None and service.resolve().parent.parent.name == "mindie":
+            root = service.resolve().parent.parent.parent
     inst = Installation(root=root)
 
     def add(name: str, marker: Path, version: str | None, detail: str = "") -> None:

@@ -1,0 +1,1 @@
+"""Deploy stage: start mindieservice_daemon (host or container), wait until it serves, status, logs, stop."""

@@ -1,0 +1,39 @@
+"""Shared pieces of the deploy/emulator/smoke tests: free ports, an emulator install, a built tiny model."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+
+def free_port_block(count: int = 3) -> int:
+    """A base port with `count` consecutive free ports (business, management, metrics)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("0.0.0.0", 0))
+            base = probe.getsockname()[1]
+        if base + count >= 65535:
+            continue
+        if all(port_is_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no free port block")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def build_tiny(root: Path, tp: int = 2) -> tuple[Path, Path]:
+    from mindie_pack.build.builder import build_model_dir
+    from mindie_pack.build.options import BuildOptions
+    from mindie_pack.tiny_model import TinyModelSpec, make_tiny_model
+
+    hf_dir = make_tiny_model(root / "hf", TinyModelSpec(family="qwen2", dtype="float32"))
+    out = root / "tiny-qwen2"
+    build_model_dir(BuildOptions(model_dir=hf_dir, output_dir=out, tp=tp, name="tiny-qwen2"))
+    return hf_dir, out

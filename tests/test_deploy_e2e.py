@@ -1,0 +1,188 @@
+"""deploy/status/logs/stop against the emulator, end to end, and every failure path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import CliResult
+from deploy_helpers import build_tiny, free_port_block, port_is_free
+
+from mindie_pack.deploy.lifecycle import process_alive
+from mindie_pack.deploy.state import load_state
+from mindie_pack.emulator.install import install_emulator
+
+pytestmark = pytest.mark.slow
+Cli = Callable[..., CliResult]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return build_tiny(tmp_path_factory.mktemp("deploy"))
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return install_emulator(tmp_path_factory.mktemp("emu") / "Ascend").mindie_service
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("MINDIE_PACK_STATE_DIR", str(tmp_path / "state"))
+    yield tmp_path / "state"
+    state = load_state(required=False)  # never leave a daemon behind, whatever the test did
+    if state is not None and state.pgid:
+        try:
+            os.killpg(state.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _deploy(cli: Cli, model_dir: Path, emulator: Path, port: int, *extra: str) -> CliResult:
+    return cli("deploy", "--model-dir", model_dir, "--mindie-home", emulator, "--port", str(port), "--json", *extra)
+
+
+def test_build_deploy_generate_stop(built: tuple[Path, Path], emulator: Path, cli: Cli) -> None:
+    hf_dir, model_dir = built
+    port = free_port_block()
+    result = _deploy(cli, model_dir, emulator, port)
+    assert result.exit_code == 0, result.stderr[-3000:]
+    state = json.loads(result.stdout)
+    assert state["business_url"] == f"http://127.0.0.1:{port}"
+    assert state["management_url"] == f"http://127.0.0.2:{port + 1}"
+    config = json.loads(Path(state["config_path"]).read_text())
+    assert oct(Path(state["config_path"]).stat().st_mode & 0o777) == "0o640"
+    assert config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["worldSize"] == 2
+
+    status = cli("status", "--json")
+    assert status.exit_code == 0
+    report = json.loads(status.stdout)
+    assert report["up"] is True and report["models"] == ["tiny-qwen2"]
+
+    prompt = "Tensor parallelism splits each weight"
+    response = httpx.post(f"{state['business_url']}/generate", timeout=120, json={
+        "inputs": prompt, "parameters": {"do_sample": False, "max_new_tokens": 8, "details": True}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    model.generation_config.eos_token_id = None
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    expected_ids = out[0, ids.shape[1]:].tolist()
+    assert [t["id"] for t in body["details"]["tokens"]] == expected_ids
+    assert body["generated_text"] == tokenizer.decode(expected_ids, skip_special_tokens=True)
+    assert body["details"]["prompt_tokens"] == ids.shape[1]
+
+    logs = cli("logs", "-n", "5")
+    assert "Daemon start success!" in logs.stdout
+
+    stopped = cli("stop", "--json")
+    assert stopped.exit_code == 0
+    assert json.loads(stopped.stdout)["graceful_stop_service"] is True
+    assert all(port_is_free(port + i) for i in range(3))
+    assert not process_alive(state["pid"])  # (a zombie until this test process reaps it)
+    assert cli("status").exit_code == 2  # nothing recorded any more
+
+
+def test_second_deploy_is_refused_unless_replace(built: tuple[Path, Path], emulator: Path, cli: Cli) -> None:
+    _, model_dir = built
+    first = _deploy(cli, model_dir, emulator, free_port_block())
+    assert first.exit_code == 0, first.stderr[-2000:]
+    second = _deploy(cli, model_dir, emulator, free_port_block())
+    assert second.exit_code == 2
+    assert "a deployment is running" in second.stderr and "--replace" in second.stderr
+    replaced = _deploy(cli, model_dir, emulator, free_port_block(), "--replace")
+    assert replaced.exit_code == 0, replaced.stderr[-2000:]
+    old_pid = json.loads(first.stdout)["pid"]
+    time.sleep(0.2)
+    assert not process_alive(old_pid)
+    assert cli("stop").exit_code == 0
+
+
+def test_occupied_port_is_caught_in_preflight(built: tuple[Path, Path], emulator: Path, cli: Cli) -> None:
+    port = free_port_block()
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", port + 1))
+        sock.listen()
+        result = _deploy(cli, model_dir=built[1], emulator=emulator, port=port)
+    assert result.exit_code == 2
+    assert f"preflight: ports: in use: {port + 1}" in result.stderr
+    assert load_state(required=False) is None
+
+
+def test_daemon_that_refuses_its_config_exits_and_is_explained(built: tuple[Path, Path], emulator: Path,
+                                                               cli: Cli) -> None:
+    # httpsEnabled without certificates: only the daemon (which knows its install dir) can see the missing files.
+    port = free_port_block()
+    result = _deploy(cli, built[1], emulator, port, "--set", "ServerConfig.httpsEnabled=true")
+    assert result.exit_code == 2
+    assert "deploy failed: the daemon" in result.stderr
+    assert "ServerConfig.tlsCert" in result.stderr
+    assert "likely cause: the daemon refused its config" in result.stderr
+    assert load_state(required=False) is None
+    assert all(port_is_free(port + i) for i in range(3))
+
+
+def test_daemon_that_never_becomes_ready_times_out(built: tuple[Path, Path], emulator: Path, cli: Cli,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINDIE_EMULATOR_FAULT", "never-ready")
+    started = time.monotonic()
+    result = _deploy(cli, built[1], emulator, free_port_block(), "--timeout", "6")
+    assert result.exit_code == 2
+    assert "the service was not ready after 6 s" in result.stderr
+    assert time.monotonic() - started < 60
+    assert load_state(required=False) is None
+
+
+def test_daemon_killed_after_start_shows_down(built: tuple[Path, Path], emulator: Path, cli: Cli) -> None:
+    result = _deploy(cli, built[1], emulator, free_port_block())
+    assert result.exit_code == 0, result.stderr[-2000:]
+    state = json.loads(result.stdout)
+    os.killpg(state["pgid"], signal.SIGKILL)
+    time.sleep(0.5)
+    status = cli("status", "--json")
+    assert status.exit_code == 1
+    report = json.loads(status.stdout)
+    assert report["up"] is False and report["process_alive"] is False
+    assert cli("stop").exit_code == 0
+
+
+def test_model_directory_that_does_not_match_its_manifest(built: tuple[Path, Path], emulator: Path, cli: Cli,
+                                                           tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(built[1], copy)
+    (copy / "generation_config.json").write_text("{}")
+    result = _deploy(cli, copy, emulator, free_port_block())
+    assert result.exit_code == 2
+    assert "does not match its manifest: generation_config.json: size" in result.stderr
+
+
+def test_dry_run_prints_the_commands_and_starts_nothing(built: tuple[Path, Path], emulator: Path, cli: Cli) -> None:
+    port = free_port_block()
+    result = cli("deploy", "--model-dir", built[1], "--mindie-home", emulator, "--port", str(port), "--dry-run",
+                 "--docker", "mindie:1.0.RC3-800I-A2-py311-openeuler24.03-lts", "--devices", "4,5", "--json")
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert "mindieservice_daemon" in info["host_command"] and "MINDIE_LLM_FRAMEWORK_BACKEND=MS" in info["host_command"]
+    run = info["docker_run"]
+    for piece in ("--net=host", "--shm-size=1g", "--device=/dev/davinci4:/dev/davinci4:rwm",
+                  "--device=/dev/davinci5:/dev/davinci5:rwm", "--device=/dev/davinci_manager:/dev/davinci_manager:rwm",
+                  f"-v {built[1]}:{built[1]}:ro", "-v /usr/local/Ascend/driver:/usr/local/Ascend/driver:ro",
+                  "mindie:1.0.RC3-800I-A2-py311-openeuler24.03-lts"):
+        assert piece in run, piece
+    assert load_state(required=False) is None
+    assert port_is_free(port)
