@@ -1,1 +1,1 @@
-"""mindie_pack.client"""
+"""Client stage: smoke checks and load benchmarks against a MindIE service (httpx)."""

@@ -1,7 +1,109 @@
-"""CLI commands of the client stage (not implemented yet)."""
+"""CLI commands of the client stage: `smoke` (post-deploy checks) and `bench` (load measurement)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mindie_pack.client.bench import ENDPOINTS, BenchConfig, plot, run_load, summarize
+from mindie_pack.client.smoke import run_smoke
+from mindie_pack.client.target import resolve_target
+from mindie_pack.errors import PackError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+STYLE = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "skipped": "[yellow]skipped[/]"}
+
+
+def smoke(
+    url: str | None = typer.Option(None, "--url", help="Business URL (default: the current deployment)."),
+    management_url: str | None = typer.Option(None, "--management-url", help="Management URL (/health)."),
+    metrics_url: str | None = typer.Option(None, "--metrics-url"),
+    model: str | None = typer.Option(None, "--model", help="modelName (default: the first /v1/models id)."),
+    checks: str | None = typer.Option(None, "--checks", help="Comma-separated subset, e.g. health,models,chat."),
+    wait: float = typer.Option(0.0, "--wait", help="Retry with backoff until ready, up to this many seconds."),
+    expect: Path | None = typer.Option(None, "--expect", help="Golden prompts: [{prompt, expect|contains}]."),
+    max_tokens: int = typer.Option(16, "--max-tokens"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check that the service answers on every API; exit 0 all passed, 1 a check failed, 2 unreachable."""
+    target = resolve_target(url, management_url, model, metrics_url)
+    names = [c.strip() for c in checks.split(",") if c.strip()] if checks else None
+    report = run_smoke(target, checks=names, wait_s=wait, expect=expect, max_tokens=max_tokens)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        table = Table(title=f"smoke {target.business_url} (model {target.model or '?'})")
+        for column in ("check", "status", "latency ms", "tokens", "detail"):
+            table.add_column(column, overflow="fold")
+        for check in report.checks:
+            table.add_row(check.name, STYLE[check.status], f"{check.latency_ms:.1f}",
+                          "" if check.tokens is None else str(check.tokens), check.detail)
+        out.print(table)
+        if report.unreachable:
+            out.print(f"[red]unreachable[/]: {target.management_url} / {target.business_url}")
+    raise typer.Exit(report.exit_code)
+
+
+def bench(
+    url: str | None = typer.Option(None, "--url"),
+    model: str | None = typer.Option(None, "--model"),
+    endpoint: str = typer.Option("openai-chat", "--endpoint", help=" | ".join(ENDPOINTS)),
+    concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="Closed loop: requests in flight."),
+    rate: float | None = typer.Option(None, "--rate", help="Open loop: Poisson arrivals per second."),
+    requests: int | None = typer.Option(None, "--requests", min=1),
+    duration: float | None = typer.Option(None, "--duration", help="Seconds (instead of --requests)."),
+    input_len: int = typer.Option(32, "--input-len", help="Synthetic prompt length in words."),
+    output_len: int = typer.Option(64, "--output-len", help="max_tokens per request (eos ignored)."),
+    dataset: Path | None = typer.Option(None, "--dataset", help="ShareGPT JSON for prompts."),
+    warmup: int = typer.Option(2, "--warmup", min=0),
+    slo_ttft: float | None = typer.Option(None, "--slo-ttft", help="TTFT SLO in ms (for goodput)."),
+    slo_tpot: float | None = typer.Option(None, "--slo-tpot", help="TPOT SLO in ms (for goodput)."),
+    json_file: Path | None = typer.Option(None, "--json", help="Write the results as JSON to this file."),
+    plot_file: Path | None = typer.Option(None, "--plot", help="Write latency/throughput plots (PNG)."),
+) -> None:
+    """Measure TTFT, inter-token latency, TPOT, end-to-end latency and throughput under load."""
+    if endpoint not in ENDPOINTS:
+        raise PackError(f"--endpoint {endpoint!r}: expected one of {', '.join(ENDPOINTS)}")
+    if concurrency and rate:
+        raise PackError("give --concurrency or --rate, not both")
+    target = resolve_target(url, None, model)
+    if target.model is None and endpoint.startswith("openai"):
+        raise PackError("--model is needed for the OpenAI endpoints when --url is given")
+    config = BenchConfig(endpoint=endpoint, concurrency=None if rate else (concurrency or 1), rate=rate,
+                         requests=None if duration else (requests or 50), duration_s=duration, input_len=input_len,
+                         output_len=output_len, dataset=dataset, warmup=warmup, slo_ttft_ms=slo_ttft,
+                         slo_tpot_ms=slo_tpot)
+    with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("requests", total=config.requests)
+        records, wall = asyncio.run(run_load(target, config, lambda _: bar.advance(task)))
+    summary = summarize(records, wall, config)
+    if json_file:
+        json_file.write_text(json.dumps(summary, indent=2) + "\n")
+    if plot_file:
+        plot(records, plot_file)
+    table = Table(title=f"bench {endpoint} {target.business_url}: {summary['succeeded']}/{summary['requests']} ok "
+                  f"in {summary['duration_s']} s")
+    for column in ("metric", "mean", "p50", "p90", "p99"):
+        table.add_column(column, justify="right")
+    for key, label in (("ttft_ms", "TTFT ms (FirstTokenTime)"), ("itl_ms", "ITL ms (DecodeTime)"),
+                       ("tpot_ms", "TPOT ms"), ("e2e_ms", "E2E ms (GenerateTime)")):
+        row = summary[key]
+        table.add_row(label, *(("-" if row[k] is None else f"{row[k]:.2f}") for k in ("mean", "p50", "p90", "p99")))
+    out.print(table)
+    out.print(f"throughput: {summary['request_throughput']} req/s, {summary['output_token_throughput']} output tok/s"
+              f"; goodput {summary['goodput']} req/s; errors {summary['errors'] or 'none'}")
+    if summary["failed"]:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing to register until the client stage lands."""
+    app.command("smoke")(smoke)
+    app.command("bench")(bench)

@@ -40,7 +40,11 @@ class DaemonLog:
 
 
 def service_dir() -> Path:
-    return Path(os.environ.get("MINDIE_EMULATOR_HOME") or Path(sys.argv[0]).resolve().parent.parent)
+    """The mindie-service folder the launcher (bin/mindieservice_daemon) lives in."""
+    home = os.environ.get("MINDIE_EMULATOR_HOME")
+    if not home:
+        raise SystemExit("MINDIE_EMULATOR_HOME is not set: start the emulator through its bin/mindieservice_daemon")
+    return Path(home)
 
 
 def config_path(home: Path) -> Path:

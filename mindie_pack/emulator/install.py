@@ -14,6 +14,8 @@ from mindie_pack.env.standin import StandinRoot, StandinVersions, write_standin_
 
 LAUNCHER = """#!/bin/sh
 # mindieservice_daemon of the mindie-pack emulator (a MindIE stand-in for machines without NPUs).
+MINDIE_EMULATOR_HOME=$(cd "$(dirname "$0")/.." && pwd)
+export MINDIE_EMULATOR_HOME
 exec {python} -m mindie_pack.emulator.daemon "$@"
 """
 
