@@ -59,24 +59,28 @@ class CpuRuntime:
         cache = KVCache.empty(len(self.model.layers))
         logits = self.model.forward(prompt, cache)[-1]
         emitted = ""
-        for _ in range(params.max_new_tokens):
+        for step in range(params.max_new_tokens):
             token = next_token(logits, prompt + result.token_ids, params, rng)
             result.token_ids.append(token)
-            if token in self.eos_token_ids and not params.ignore_eos:
-                result.finish_reason = "eos"
-                break
-            text = self.tokenizer.decode(result.token_ids)
-            stop_at = _first_stop(text, params.stop)
+            is_eos = token in self.eos_token_ids and not params.ignore_eos
+            text = self.tokenizer.decode(result.token_ids[:-1] if is_eos else result.token_ids)
+            stop_at = None if is_eos else _first_stop(text, params.stop)
             if stop_at is not None:
                 text = text[:stop_at]
-            piece = text[len(emitted):] if not text.endswith("\ufffd") or stop_at is not None else ""
+            final = is_eos or stop_at is not None or step == params.max_new_tokens - 1
+            # Hold back a partial UTF-8 character (decoded as U+FFFD) until the next token completes it.
+            piece = text[len(emitted):] if final or not text.endswith("\ufffd") else ""
             if on_token is not None:
                 on_token(index, token, piece)
             emitted += piece
+            if is_eos:
+                result.finish_reason = "eos"
+                break
             if stop_at is not None:
                 result.finish_reason = "stop"
                 break
-            logits = self.model.forward([token], cache)[-1]
+            if not final:
+                logits = self.model.forward([token], cache)[-1]
         result.text = _final_text(self.tokenizer, result, params)
         return result
 
