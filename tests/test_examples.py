@@ -30,9 +30,12 @@ def test_example_spec_validates(path: Path) -> None:
 @pytest.mark.slow
 def test_run_example_script(tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "EXAMPLE_WORK": str(tmp_path / "work")}
+    from deploy_helpers import free_port_block
+
+    env = {**os.environ, "EXAMPLE_WORK": str(tmp_path / "work"), "EXAMPLE_PORT": str(free_port_block())}
     proc = subprocess.run(["bash", str(REPO_ROOT / "examples" / "run-example.sh"), str(bin_dir / "mindie-pack"),
                            sys.executable], capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "example done" in proc.stdout
+    assert "smoke" in proc.stdout and "FAILED" not in proc.stdout
     assert (tmp_path / "work" / "model" / "weights" / "rank_1" / "checkpoint_1.ckpt").is_file()
