@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mindie_pack.build.hf_model import read_json
 from mindie_pack.errors import PackError
 from mindie_pack.models import ModelFamily, TokenizerChoice
 
@@ -35,10 +35,7 @@ def _special_tokens(hf_dir: Path) -> dict[str, Any]:
     config_path = hf_dir / "tokenizer_config.json"
     if not config_path.is_file():
         return {}
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PackError(f"{config_path}: not valid JSON ({exc})") from exc
+    config = read_json(config_path)
     fields: dict[str, Any] = {}
     for key in SPECIAL_TOKENS:
         token = config.get(key)

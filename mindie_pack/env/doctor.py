@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from mindie_pack.env.compat import compat_mismatches, row_for
 from mindie_pack.env.discovery import Installation, discover
-from mindie_pack.env.environment import daemon_environment
+from mindie_pack.env.environment import daemon_environment, port_is_free
 from mindie_pack.env.npu import query_npus
 from mindie_pack.errors import PackError
 
@@ -28,15 +27,6 @@ class Check:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def _port_free(port: int, host: str = "0.0.0.0") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def component_checks(inst: Installation) -> list[Check]:
@@ -135,7 +125,7 @@ def npu_checks(inst: Installation, world_size: int | None) -> list[Check]:
 
 def host_checks(ports: Sequence[int], working_dir: Path) -> list[Check]:
     checks = []
-    busy = [p for p in ports if not _port_free(p)]
+    busy = [p for p in ports if not port_is_free(p)]
     checks.append(Check("ports", "fail" if busy else "ok",
                         f"in use: {', '.join(map(str, busy))}" if busy else
                         (f"free: {', '.join(map(str, ports))}" if ports else "no ports to check"),

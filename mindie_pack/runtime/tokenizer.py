@@ -3,23 +3,17 @@ chat template from tokenizer_config.json, and the eos ids."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from mindie_pack.build.hf_model import read_json
 from mindie_pack.errors import PackError
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PackError(f"{path}: not valid JSON ({exc})") from exc
-    return data if isinstance(data, dict) else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def _token_text(value: Any) -> str | None:
