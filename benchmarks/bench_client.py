@@ -55,10 +55,10 @@ async def minimal_loop(url: str, model: str, rate: float, count: int, output_len
 
 
 def main() -> None:
+    from mindie_pack.emulator.install import install_emulator
+
     from deploy_helpers import build_tiny, free_port_block
     from emulator_helpers import write_config_for
-
-    from mindie_pack.emulator.install import install_emulator
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefill-ms", type=float, default=50.0)

@@ -7,12 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import CliResult
-from deploy_helpers import build_tiny, free_port_block
-from emulator_helpers import running_daemon, write_config_for
 
 from mindie_pack.client.bench import percentiles
 from mindie_pack.emulator.install import install_emulator
+
+from conftest import CliResult
+from deploy_helpers import build_tiny, free_port_block
+from emulator_helpers import running_daemon, write_config_for
 
 pytestmark = pytest.mark.slow
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import CliResult
 
 Cli = Callable[..., CliResult]

@@ -9,11 +9,12 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 import pytest
-from build_helpers import expected_tensors, write_mindformers_checkout
 
 from mindie_pack.build.builder import build_model_dir
 from mindie_pack.build.options import BuildOptions
 from mindie_pack.build.verify import verify_model_dir
+
+from build_helpers import expected_tensors, write_mindformers_checkout
 
 MS_DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from build_helpers import write_mindformers_checkout
 
 from mindie_pack import __version__
 from mindie_pack.build.builder import build_model_dir
 from mindie_pack.build.options import BuildOptions
 from mindie_pack.build.verify import verify_model_dir
+
+from build_helpers import write_mindformers_checkout
 
 LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                 "original_max_position_embeddings": 256}

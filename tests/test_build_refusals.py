@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CliResult
 from safetensors.numpy import load_file, save_file
+
+from conftest import CliResult
 
 Cli = Callable[..., CliResult]
 

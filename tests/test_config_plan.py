@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import CliResult
 
 from mindie_pack.config import plan_capacity
 from mindie_pack.errors import PackError
+
+from conftest import CliResult
 
 # Qwen2-7B (config.json as published): 28 layers, 28 heads, 4 KV heads, head_dim 128.
 QWEN2_7B = {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CliResult
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +20,8 @@ from mindie_pack.config.problems import errors
 from mindie_pack.config.render import render_template
 from mindie_pack.errors import PackError
 from mindie_pack.spec import Spec
+
+from conftest import CliResult
 
 VERSIONS = ["1.0.RC3", "1.0.0", "2.0.RC1", "2.1.RC1", "2.2.RC1", "2.3.0"]
 

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from config_helpers import published_config, variant
-from conftest import CliResult
 
 from mindie_pack.build.builder import build_model_dir
 from mindie_pack.build.options import BuildOptions
 from mindie_pack.config import detect_version, validate_config, validate_config_file
 from mindie_pack.config.problems import errors
+
+from config_helpers import published_config, variant
+from conftest import CliResult
 
 MC = "BackendConfig.ModelDeployConfig.ModelConfig[0]"
 

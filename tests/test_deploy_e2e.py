@@ -12,12 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import CliResult
-from deploy_helpers import build_tiny, free_port_block, port_is_free
 
 from mindie_pack.deploy.lifecycle import process_alive
 from mindie_pack.deploy.state import load_state
 from mindie_pack.emulator.install import install_emulator
+
+from conftest import CliResult
+from deploy_helpers import build_tiny, free_port_block, port_is_free
 
 pytestmark = pytest.mark.slow
 Cli = Callable[..., CliResult]

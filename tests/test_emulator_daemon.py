@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
+from mindie_pack.emulator.install import install_emulator
+
 from deploy_helpers import build_tiny, free_port_block
 from emulator_helpers import model_name, running_daemon, sse_events, write_config_for
-from mindie_pack.emulator.install import install_emulator
 
 pytestmark = pytest.mark.slow
 

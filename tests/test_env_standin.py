@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import CliResult
 
 from mindie_pack.env import daemon_environment, discover
 from mindie_pack.env.npu import parse_npu_smi_info, query_npus
 from mindie_pack.env.standin import StandinRoot, StandinVersions, write_standin_ascend_root
+
+from conftest import CliResult
 
 Cli = Callable[..., CliResult]
 

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
 
 from mindie_pack.spec import load_spec
+
+from conftest import REPO_ROOT
 
 SPECS = sorted((REPO_ROOT / "examples" / "specs").glob("*.yaml"))
 

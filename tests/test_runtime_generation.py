@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import CliResult
 
 from mindie_pack.build.builder import build_model_dir
 from mindie_pack.build.options import BuildOptions
 from mindie_pack.errors import PackError
 from mindie_pack.runtime import CpuRuntime, GenerationParams, load_runtime
 from mindie_pack.weights.ckpt_format import CkptWriter, read_record, scan_records
+
+from conftest import CliResult
 
 GREEDY8 = GenerationParams(max_new_tokens=8, ignore_eos=True)
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from build_helpers import write_mindformers_checkout
 
 from mindie_pack.build.builder import build_model_dir
 from mindie_pack.build.options import BuildOptions
 from mindie_pack.runtime import GenerationParams, load_runtime
 from mindie_pack.runtime.reference import NumpyReference, TransformersReference
+
+from build_helpers import write_mindformers_checkout
 
 PROMPT = "Tensor parallelism splits each weight across several cards."
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,

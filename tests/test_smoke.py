@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from mindie_pack.emulator.install import install_emulator
+
 from conftest import CliResult
 from deploy_helpers import build_tiny, free_port_block
 from emulator_helpers import running_daemon, write_config_for
-
-from mindie_pack.emulator.install import install_emulator
 
 pytestmark = pytest.mark.slow
 Cli = Callable[..., CliResult]
