@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from mindie_pack.runtime.context import configure_cpu
 from mindie_pack.tiny_model import TinyModelSpec, make_tiny_model
+
+configure_cpu()  # before any test runs a MindSpore kernel (the settings cannot change afterwards)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,6 +11,7 @@ import numpy as np
 from mindie_pack.build.model_dir import open_model_dir
 from mindie_pack.errors import PackError
 from mindie_pack.runtime.api import GenerationParams, GenerationResult, TokenCallback
+from mindie_pack.runtime.context import configure_cpu
 from mindie_pack.runtime.model import DecoderModel, KVCache
 from mindie_pack.runtime.sampling import next_token
 from mindie_pack.runtime.tokenizer import TextTokenizer, eos_token_ids
@@ -99,11 +100,7 @@ def _final_text(tokenizer: TextTokenizer, result: GenerationResult, params: Gene
 
 def load_runtime(model_dir: Path) -> CpuRuntime:
     """Load a directory written by `mindie-pack build` (profiles mf-ckpt, mf-safetensors, llm-boost)."""
-    import mindspore
-
-    mindspore.set_device("CPU")
-    # Small ops dispatched asynchronously spend most of their time synchronising (x14 slower on 2 cores).
-    mindspore.runtime.launch_blocking()
+    configure_cpu()
     built = open_model_dir(Path(model_dir))
     family = built.model.family
     if family.name == "baichuan2" and family.is_alibi(built.model.dims):  # type: ignore[attr-defined]
