@@ -38,13 +38,14 @@ async def minimal_loop(url: str, model: str, rate: float, count: int, output_len
             start = time.perf_counter()
             payload = {"model": model, "messages": [{"role": "user", "content": "hello there"}],
                        "max_tokens": output_len, "stream": True}
+            first = None
             async with client.stream("POST", f"{url}/v1/chat/completions", json=payload) as response:
                 async for line in response.aiter_lines():
-                    if line.startswith("data: ") and '"content": "' in line and '"content": ""' not in line:
-                        ttfts.append((time.perf_counter() - start) * 1000)
-                        break
-                async for _ in response.aiter_lines():
-                    pass
+                    if first is None and line.startswith("data: ") and '"content": "' in line \
+                            and '"content": ""' not in line:
+                        first = (time.perf_counter() - start) * 1000
+            if first is not None:
+                ttfts.append(first)
         tasks, next_at = [], time.perf_counter()
         for _ in range(count):
             tasks.append(asyncio.create_task(one()))

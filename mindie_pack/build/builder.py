@@ -11,7 +11,7 @@ from typing import Any
 
 from mindie_pack.build.convert import check_sources, convert_to_ranks, source_bytes
 from mindie_pack.build.hf_model import HFModel, load_hf_model, read_json, resolve_dtype
-from mindie_pack.build.manifest import build_manifest, write_manifest
+from mindie_pack.build.manifest import build_manifest, hash_in_background, write_manifest
 from mindie_pack.build.options import PROFILES, BuildOptions
 from mindie_pack.build.staging import FILE_MODE, StagedDirectory
 from mindie_pack.build.tokenizer import TokenizerPlan, plan_tokenizer, research_file
@@ -125,6 +125,8 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
         assert staging.path is not None
         root = staging.path
         known_hashes: dict[Path, str] = {}
+        inputs = sorted({plan.model.config_path, *weights.files, *plan.tokenizer.files, *plan.research_files})
+        input_hashes = hash_in_background(inputs)
         progress.stage("copying config and tokenizer")
         _copy_metadata(plan, root)
         (root / WEIGHTS_DIR).mkdir(mode=0o750)
@@ -156,9 +158,10 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
                 "split": {spec.target: spec.split_axis for spec in plan.specs},
             }
         progress.stage("hashing inputs and outputs")
+        known_hashes.update(input_hashes.result())
         manifest = build_manifest(
             root=root,
-            inputs=sorted({plan.model.config_path, *weights.files, *plan.tokenizer.files, *plan.research_files}),
+            inputs=inputs,
             known_hashes=known_hashes,
             options={
                 **options.as_manifest(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,14 @@ MANIFEST_FORMAT = 1
 def sha256_file(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def hash_in_background(paths: list[Path]) -> Future[dict[Path, str]]:
+    """sha256 of the inputs on a second thread while the conversion runs (hashlib releases the GIL)."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-inputs")
+    future = executor.submit(lambda: {p: sha256_file(p) for p in paths})
+    executor.shutdown(wait=False)
+    return future
 
 
 def file_record(path: Path, root: Path | None = None, sha256: str | None = None) -> dict[str, Any]:
@@ -45,7 +54,7 @@ def build_manifest(
         "options": options,
         "model": model,
         "tensors": tensors,
-        "inputs": [file_record(p) for p in inputs],
+        "inputs": [file_record(p, None, known_hashes.get(p)) for p in inputs],
         "outputs": [file_record(p, root, known_hashes.get(p)) for p in outputs],
     }
 

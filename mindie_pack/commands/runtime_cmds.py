@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mindie_pack.runtime import GenerationParams, load_runtime
+from mindie_pack.runtime.api import GenerationParams
 
 
 def run(
@@ -25,6 +25,8 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of streaming text."),
 ) -> None:
     """Generate text from a built model directory with the MindSpore CPU runtime."""
+    from mindie_pack.runtime import load_runtime  # imports MindSpore: only when this command runs
+
     runtime = load_runtime(model_dir)
     text = runtime.apply_chat_template([{"role": "user", "content": prompt}]) if chat else prompt
     params = GenerationParams(

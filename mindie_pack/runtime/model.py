@@ -58,6 +58,10 @@ class DecoderModel:
         def t(name: str) -> ms.Tensor:
             return ms.Tensor(np.ascontiguousarray(weights[name], dtype=np.float32))
 
+        def linear(name: str) -> ms.Tensor:
+            # Stored transposed once: `weight.T` inside matmul would copy every weight at every step.
+            return ms.Tensor(np.ascontiguousarray(weights[name].T, dtype=np.float32))
+
         def opt(name: str) -> ms.Tensor | None:
             return t(name) if name in weights else None
 
@@ -65,9 +69,10 @@ class DecoderModel:
         for i in range(dims.num_layers):
             p = f"model.layers.{i}."
             layers.append(_Layer(
-                wq=t(p + "attention.wq.weight"), wk=t(p + "attention.wk.weight"), wv=t(p + "attention.wv.weight"),
-                wo=t(p + "attention.wo.weight"), w1=t(p + "feed_forward.w1.weight"),
-                w2=t(p + "feed_forward.w2.weight"), w3=t(p + "feed_forward.w3.weight"),
+                wq=linear(p + "attention.wq.weight"), wk=linear(p + "attention.wk.weight"),
+                wv=linear(p + "attention.wv.weight"), wo=linear(p + "attention.wo.weight"),
+                w1=linear(p + "feed_forward.w1.weight"), w2=linear(p + "feed_forward.w2.weight"),
+                w3=linear(p + "feed_forward.w3.weight"),
                 attention_norm=t(p + "attention_norm.weight"), ffn_norm=t(p + "ffn_norm.weight"),
                 bq=opt(p + "attention.wq.bias"), bk=opt(p + "attention.wk.bias"), bv=opt(p + "attention.wv.bias"),
             ))
@@ -76,7 +81,7 @@ class DecoderModel:
         if norm_head:  # Baichuan2's NormHead: F.normalize(weight) over each vocabulary row
             head = head / np.maximum(np.linalg.norm(head, axis=1, keepdims=True), 1e-12)
         inv_freq = inverse_frequencies(dims.head_dim, dims.rope_theta, dims.rope_scaling)
-        return cls(dims, embedding, layers, t("model.norm_out.weight"), ms.Tensor(np.ascontiguousarray(head)),
+        return cls(dims, embedding, layers, t("model.norm_out.weight"), ms.Tensor(np.ascontiguousarray(head.T)),
                    inv_freq)
 
     def _rms_norm(self, x: ms.Tensor, weight: ms.Tensor) -> ms.Tensor:
@@ -84,8 +89,8 @@ class DecoderModel:
         return x * ops.rsqrt(variance + self.dims.rms_norm_eps) * weight
 
     @staticmethod
-    def _linear(x: ms.Tensor, weight: ms.Tensor, bias: ms.Tensor | None = None) -> ms.Tensor:
-        y = ops.matmul(x, weight.T)
+    def _linear(x: ms.Tensor, weight_t: ms.Tensor, bias: ms.Tensor | None = None) -> ms.Tensor:
+        y = ops.matmul(x, weight_t)
         return y + bias if bias is not None else y
 
     @staticmethod
