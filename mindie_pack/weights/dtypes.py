@@ -42,25 +42,23 @@ class DType(Enum):
         return self in (DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16, DType.FLOAT64)
 
     @classmethod
-    def from_name(cls, name: str) -> DType:
+    def _by(cls, field: str, value: str) -> DType:
         for member in cls:
-            if member.info.name == name:
+            if getattr(member.info, field) == value:
                 return member
-        raise KeyError(name)
+        raise KeyError(value)
+
+    @classmethod
+    def from_name(cls, name: str) -> DType:
+        return cls._by("name", name)
 
     @classmethod
     def from_safetensors(cls, code: str) -> DType:
-        for member in cls:
-            if member.info.safetensors == code:
-                return member
-        raise KeyError(code)
+        return cls._by("safetensors", code)
 
     @classmethod
     def from_mindspore(cls, type_str: str) -> DType:
-        for member in cls:
-            if member.info.mindspore == type_str:
-                return member
-        raise KeyError(type_str)
+        return cls._by("mindspore", type_str)
 
 
 # HF config.json `torch_dtype` values -> our dtypes.
