@@ -61,7 +61,7 @@ def deploy(
     elif spec and spec.section("hardware").get("devices"):
         device_list = list(spec.section("hardware")["devices"])
     options = DeployOptions(model_dir=model_dir, mindie_home=mindie_home, spec=spec, port=port, devices=device_list,
-                            timeout_s=timeout, docker_image=docker_image, dry_run=dry_run,
+                            timeout_s=timeout, docker_image=docker_image,
                             install_config=install_config, replace=replace, mindie_version=mindie_version,
                             sets=list(sets))
     if dry_run:

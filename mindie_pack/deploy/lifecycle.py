@@ -20,8 +20,6 @@ from typing import Any
 import httpx
 
 from mindie_pack.config import render_config, write_config
-from mindie_pack.config.problems import errors
-from mindie_pack.config.validate import validate_config
 from mindie_pack.deploy.docker_spec import ContainerSpec, container_spec
 from mindie_pack.deploy.hints import hints_for
 from mindie_pack.deploy.probe import Endpoints, health_ok, models_list, one_token_ok
@@ -43,7 +41,6 @@ class DeployOptions:
     devices: list[int] | None = None
     timeout_s: float = 1800.0
     docker_image: str | None = None
-    dry_run: bool = False
     install_config: bool = False
     replace: bool = False
     mindie_version: str | None = None
@@ -251,36 +248,64 @@ def _start_container(plan: DeployPlan, log_path: Path) -> DeploymentState:
     return state
 
 
+class LogFollower:
+    """The daemon log's new complete lines on each call (the file is read once, incrementally)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+
+    def new_lines(self) -> list[str]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except OSError:
+            return []
+        self._offset += len(data)
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        return [line.decode(errors="replace") for line in complete]
+
+
+def _serving(client: httpx.Client, endpoints: Endpoints) -> tuple[bool, str]:
+    if not health_ok(client, endpoints):
+        return False, "management /health is not 200 yet"
+    listed = models_list(client, endpoints)
+    if listed is None or endpoints.model_name not in listed:
+        return False, f"/v1/models does not list {endpoints.model_name} yet"
+    return one_token_ok(client, endpoints)
+
+
 def _wait_ready(state: DeploymentState, plan: DeployPlan, options: DeployOptions, progress: Progress,
                 proc: subprocess.Popen[bytes]) -> None:
     log_path = Path(state.log_path)
-    deadline = time.monotonic() + options.timeout_s
+    log = LogFollower(log_path)
     started = time.monotonic()
-    shown = 0
+    deadline = started + options.timeout_s
+    unshown: list[str] = []
     success_seen = False
     with httpx.Client(timeout=10.0, trust_env=False) as client:
         while True:
-            lines = _tail(log_path, 100000)
+            lines = log.new_lines()
+            unshown += lines
             if time.monotonic() - started > options.log_stream_after_s:
-                for line in lines[shown:]:
+                for line in unshown:
                     progress.log_line(line)
-                shown = len(lines)
+                unshown = []
             if proc.poll() is not None:
-                tail = _tail(log_path)
-                raise PackError(_failure("the daemon exited with code " + str(proc.returncode), tail, log_path))
-            fatal = [line for line in lines if any(f in line for f in FATAL_LINES)]
-            if fatal:
-                raise PackError(_failure(f"the daemon reported: {fatal[0].strip()}", _tail(log_path), log_path))
+                raise PackError(_failure(f"the daemon exited with code {proc.returncode}", _tail(log_path),
+                                         log_path))
+            fatal = next((line for line in lines if any(f in line for f in FATAL_LINES)), None)
+            if fatal is not None:
+                raise PackError(_failure(f"the daemon reported: {fatal.strip()}", _tail(log_path), log_path))
             success_seen = success_seen or any(SUCCESS_LINE in line for line in lines)
             if success_seen:
                 progress.stage("probing /health, /v1/models and a one-token request")
-                if health_ok(client, plan.endpoints):
-                    listed = models_list(client, plan.endpoints)
-                    if listed is not None and plan.endpoints.model_name in listed:
-                        ok, why = one_token_ok(client, plan.endpoints)
-                        if ok:
-                            return
-                        progress.stage(f"waiting: {why}")
+                ok, why = _serving(client, plan.endpoints)
+                if ok:
+                    return
+                progress.stage(f"waiting: {why}")
             else:
                 elapsed = int(time.monotonic() - started)
                 progress.stage(f"waiting for '{SUCCESS_LINE}' ({elapsed} s of {int(options.timeout_s)} s)")
@@ -376,7 +401,3 @@ def _clean_shm(since: float, shm: Path = Path("/dev/shm")) -> list[str]:
             except OSError:
                 continue
     return removed
-
-
-def validate_rendered(plan: DeployPlan) -> list[str]:
-    return [str(p) for p in errors(validate_config(plan.config))]

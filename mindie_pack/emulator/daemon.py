@@ -89,12 +89,12 @@ def port_problems(server: dict[str, Any]) -> list[str]:
     return lines
 
 
-def planes(config: dict[str, Any], state: ServiceState, on_stop: Any) -> list[tuple[str, int, Starlette]]:
+def planes(config: dict[str, Any], state: ServiceState) -> list[tuple[str, int, Starlette]]:
     """One server per distinct (address, port); coinciding ports share a server with merged routes."""
     server = config["ServerConfig"]
     ip = server["ipAddress"]
     mgmt_ip = server.get("managementIpAddress", ip)
-    business, management = build_business_app(state), build_management_app(state, on_stop)
+    business, management = build_business_app(state), build_management_app(state)
     metrics = build_metrics_app(state)
     grouped: dict[tuple[str, int], list[Starlette]] = {}
     grouped.setdefault((ip, int(server["port"])), []).append(business)
@@ -118,7 +118,7 @@ async def serve(config: dict[str, Any], engine: Engine, log: DaemonLog) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop)
-    for host, port, app in planes(config, state, lambda: None):
+    for host, port, app in planes(config, state):
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                                lifespan="off", timeout_graceful_shutdown=2))
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours handle SIGTERM

@@ -297,7 +297,7 @@ def build_business_app(state: ServiceState) -> Starlette:
     return Starlette(routes=routes)
 
 
-def build_management_app(state: ServiceState, on_stop: Any) -> Starlette:
+def build_management_app(state: ServiceState) -> Starlette:
     async def health(request: Request) -> Response:
         if state.stopped:
             return error_response(503, "The service has been stopped.")
@@ -328,8 +328,7 @@ def build_management_app(state: ServiceState, on_stop: Any) -> Starlette:
     async def stop_service(request: Request) -> Response:
         if state.stopped:
             return error_response(500, "The service is already stopping.")
-        state.stopped = True
-        on_stop()
+        state.stopped = True  # like the real daemon: refuse new work; the process ends on SIGTERM
         return Response(status_code=200)
 
     async def info(request: Request) -> Response:
