@@ -12,7 +12,8 @@ import numpy as np
 from mindie_pack.build.convert import rank_file_path
 from mindie_pack.build.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from mindie_pack.build.model_dir import BuiltModelDir, open_model_dir
-from mindie_pack.weights.ckpt_format import CkptFormatError, CkptRecord, read_record, scan_records
+from mindie_pack.build.shards import merged_tensor, rank_indexes
+from mindie_pack.errors import PackError
 from mindie_pack.weights.dtypes import RawTensor, cast
 from mindie_pack.weights.hf_source import HFWeights
 
@@ -113,26 +114,13 @@ def check_mindspore_load(built: BuiltModelDir, report: VerifyReport) -> None:
                f"{len(built.specs)} tensors, names/shapes/dtypes as planned")
 
 
-def merged_tensor(
-    built: BuiltModelDir, indexes: list[dict[str, CkptRecord]], target: str, axis: int | None
-) -> RawTensor:
-    parts = [read_record(rank_file_path(built.weights_dir, r), indexes[r][target]) for r in range(built.tp)]
-    if axis is None:
-        for rank, part in enumerate(parts[1:], start=1):
-            if part.array.tobytes() != parts[0].array.tobytes():
-                raise ValueError(f"replicated tensor {target!r} differs between rank 0 and rank {rank}")
-        return parts[0]
-    return RawTensor(parts[0].dtype, np.concatenate([p.array for p in parts], axis=axis))
-
-
 def check_against_reference(built: BuiltModelDir, reference: Path, report: VerifyReport,
                             progress: Callable[[int], None] | None = None) -> None:
     source = HFWeights(reference)
     try:
-        indexes = [{rec.name: rec for rec in scan_records(rank_file_path(built.weights_dir, r))}
-                   for r in range(built.tp)]
-    except CkptFormatError as exc:
-        report.add("reference", False, f"{built.weights_dir}: unreadable checkpoint ({exc})")
+        indexes = rank_indexes(built)
+    except PackError as exc:
+        report.add("reference", False, str(exc))
         return
     for spec in built.specs:
         if spec.source not in source:
@@ -143,8 +131,8 @@ def check_against_reference(built: BuiltModelDir, reference: Path, report: Verif
             expected = RawTensor(expected.dtype, expected.array[spec.source_rows[0]:spec.source_rows[1]])
         expected = cast(expected, spec.dtype)
         try:
-            actual = merged_tensor(built, indexes, spec.target, spec.split_axis)
-        except ValueError as exc:
+            actual = merged_tensor(built, indexes, spec)
+        except PackError as exc:
             report.add("reference", False, str(exc))
             return
         if actual.shape != expected.shape or actual.array.tobytes() != np.ascontiguousarray(expected.array).tobytes():
