@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from mindie_pack.env.environment import port_is_free
+
 
 def free_port_block(count: int = 3) -> int:
     """A base port with `count` consecutive free ports (business, management, metrics)."""
@@ -17,15 +19,6 @@ def free_port_block(count: int = 3) -> int:
         if all(port_is_free(base + i) for i in range(count)):
             return base
     raise RuntimeError("no free port block")
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
 
 
 def build_tiny(root: Path, tp: int = 2) -> tuple[Path, Path]:

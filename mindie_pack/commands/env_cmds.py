@@ -100,7 +100,7 @@ def doctor(
     checks = run_doctor(
         ascend_root=ascend_root or _spec_path(spec, "deploy", "ascend_root"),
         mindie_home=mindie_home or _spec_path(spec, "deploy", "mindie_home"),
-        config_path=config_path, model_dir=model_dir if model_dir and model_dir.exists() else model_dir,
+        config_path=config_path, model_dir=model_dir,
         world_size=world_size or (spec.section("parallel").get("tp") if spec else None), ports=port_list,
         profile=spec.section("model").get("profile", "mf-ckpt") if spec else "mf-ckpt",
     )

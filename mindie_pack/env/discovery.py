@@ -108,11 +108,11 @@ def discover(*, ascend_root: Path | None = None, mindie_home: Path | None = None
              environ: Mapping[str, str] | None = None) -> Installation:
     env = os.environ if environ is None else environ
     root = resolve_root(ascend_root, env)
-    if ascend_root is None and mindie_home is not None:
+    service = resolve_mindie_service(root, mindie_home, env)
+    if ascend_root is None and mindie_home is not None and service is not None \
+            and service.resolve().parent.parent.name == "mindie":
         # A MindIE home inside an Ascend root (<root>/mindie/<ver>/mindie-service) names that root.
-        service = resolve_mindie_service(root, mindie_home, env)
-        if service is not None and service.resolve().parent.parent.name == "mindie":
-            root = service.resolve().parent.parent.parent
+        root = service.resolve().parent.parent.parent
     inst = Installation(root=root)
 
     def add(name: str, marker: Path, version: str | None, detail: str = "") -> None:
@@ -128,7 +128,6 @@ def discover(*, ascend_root: Path | None = None, mindie_home: Path | None = None
     add("nnal-atb", atb / "set_env.sh",
         read_version_file(atb / "latest" / "version.info", ("Ascend-cann-atb Version", "Ascend-cann-atb", "Version")))
     add("atb-models", root / "atb-models" / "set_env.sh", read_version_file(root / "atb-models" / "version.info"))
-    service = resolve_mindie_service(root, mindie_home, env)
     inst.mindie_service = service
     mindie_version = None
     if service is not None:
