@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mindie_pack.build.builder import build_model_dir
-from mindie_pack.build.options import BuildOptions
+from mindie_pack.builder.assemble import build_model_dir
+from mindie_pack.builder.options import BuildOptions
 from mindie_pack.runtime import GenerationParams, load_runtime
 from mindie_pack.tiny_model import TinyModelSpec, make_tiny_model
 

@@ -22,8 +22,8 @@ def free_port_block(count: int = 3) -> int:
 
 
 def build_tiny(root: Path, tp: int = 2) -> tuple[Path, Path]:
-    from mindie_pack.build.builder import build_model_dir
-    from mindie_pack.build.options import BuildOptions
+    from mindie_pack.builder.assemble import build_model_dir
+    from mindie_pack.builder.options import BuildOptions
     from mindie_pack.tiny_model import TinyModelSpec, make_tiny_model
 
     hf_dir = make_tiny_model(root / "hf", TinyModelSpec(family="qwen2", dtype="float32"))

@@ -24,7 +24,7 @@ def test_init_then_build_from_the_spec(cli: Cli, tiny_models: Callable[..., Path
     init = cli("init", "--model", hf_dir, "--tp", "2", "--name", "tiny-qwen")
     assert init.exit_code == 0, init.stderr
     spec = yaml.safe_load((tmp_path / "mindie-pack.yaml").read_text())
-    assert spec["model"] == {"source": str(hf_dir), "name": "tiny-qwen", "output": "build/tiny-qwen",
+    assert spec["model"] == {"source": str(hf_dir), "name": "tiny-qwen", "output": "mindie-models/tiny-qwen",
                              "profile": "mf-ckpt"}
     assert spec["parallel"] == {"tp": 2}
     assert cli("init", "--model", hf_dir).exit_code == 2  # an existing spec is not overwritten without --force
@@ -32,7 +32,7 @@ def test_init_then_build_from_the_spec(cli: Cli, tiny_models: Callable[..., Path
     built = cli("build", "--json")
     assert built.exit_code == 0, built.stderr
     summary = json.loads(built.stdout)
-    out = tmp_path / "build" / "tiny-qwen"
+    out = tmp_path / "mindie-models" / "tiny-qwen"
     assert summary["output_dir"] == str(out)
     assert summary["tp"] == 2
     assert summary["family"] == "qwen2"

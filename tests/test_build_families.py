@@ -10,9 +10,9 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from mindie_pack.build.builder import build_model_dir
-from mindie_pack.build.options import BuildOptions
-from mindie_pack.build.verify import verify_model_dir
+from mindie_pack.builder.assemble import build_model_dir
+from mindie_pack.builder.options import BuildOptions
+from mindie_pack.builder.verify import verify_model_dir
 
 from build_helpers import expected_tensors, write_mindformers_checkout
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mindie_pack.build.builder import build_model_dir
-from mindie_pack.build.options import BuildOptions
+from mindie_pack.builder.assemble import build_model_dir
+from mindie_pack.builder.options import BuildOptions
 
 pytestmark = [
     pytest.mark.mindformers,

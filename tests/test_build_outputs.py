@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from mindie_pack import __version__
-from mindie_pack.build.builder import build_model_dir
-from mindie_pack.build.options import BuildOptions
-from mindie_pack.build.verify import verify_model_dir
+from mindie_pack.builder.assemble import build_model_dir
+from mindie_pack.builder.options import BuildOptions
+from mindie_pack.builder.verify import verify_model_dir
 
 from build_helpers import write_mindformers_checkout
 

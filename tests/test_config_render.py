@@ -13,8 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mindie_pack.build.builder import build_model_dir
-from mindie_pack.build.options import BuildOptions
+from mindie_pack.builder.assemble import build_model_dir
+from mindie_pack.builder.options import BuildOptions
 from mindie_pack.config import default_config, render_config, validate_config, write_config
 from mindie_pack.config.problems import errors
 from mindie_pack.config.render import render_template

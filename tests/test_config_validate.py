@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mindie_pack.build.builder import build_model_dir
-from mindie_pack.build.options import BuildOptions
+from mindie_pack.builder.assemble import build_model_dir
+from mindie_pack.builder.options import BuildOptions
 from mindie_pack.config import detect_version, validate_config, validate_config_file
 from mindie_pack.config.problems import errors
 

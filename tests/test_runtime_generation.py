@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from mindie_pack.build.builder import build_model_dir
-from mindie_pack.build.options import BuildOptions
+from mindie_pack.builder.assemble import build_model_dir
+from mindie_pack.builder.options import BuildOptions
 from mindie_pack.errors import PackError
 from mindie_pack.runtime import CpuRuntime, GenerationParams, load_runtime
 from mindie_pack.weights.ckpt_format import CkptWriter, read_record, scan_records

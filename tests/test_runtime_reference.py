@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mindie_pack.build.builder import build_model_dir
-from mindie_pack.build.options import BuildOptions
+from mindie_pack.builder.assemble import build_model_dir
+from mindie_pack.builder.options import BuildOptions
 from mindie_pack.runtime import GenerationParams, load_runtime
 from mindie_pack.runtime.reference import NumpyReference, TransformersReference
 

@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from mindie_pack.build.builder import BuildProgress, build_model_dir
-from mindie_pack.build.hf_model import load_hf_model
-from mindie_pack.build.options import BuildOptions
-from mindie_pack.build.verify import verify_model_dir
+from mindie_pack.builder.assemble import BuildProgress, build_model_dir
+from mindie_pack.builder.hf_model import load_hf_model
+from mindie_pack.builder.options import BuildOptions
+from mindie_pack.builder.verify import verify_model_dir
 from mindie_pack.errors import PackError, VerificationFailed
 from mindie_pack.spec import DEFAULT_SPEC_NAME, Spec, load_spec, write_spec
 
@@ -142,7 +142,7 @@ def verify(
 def init(
     model: Path = typer.Option(..., "--model", help="Hugging Face model folder."),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
-    output: Path | None = typer.Option(None, "--output", help="Model directory to build (default ./build/<name>)."),
+    output: Path | None = typer.Option(None, "--output", help="Model directory to build (default ./mindie-models/<name>)."),
     name: str | None = typer.Option(None, "--name", help="Served model name (default: the HF folder's name)."),
     spec_path: Path = typer.Option(Path(DEFAULT_SPEC_NAME), "--spec", help="Where to write the spec."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing spec."),
@@ -154,7 +154,7 @@ def init(
     data = {
         "version": 1,
         "model": {"source": str(model.resolve()), "name": served,
-                  "output": str(output or Path("build") / served), "profile": "mf-ckpt"},
+                  "output": str(output or Path("mindie-models") / served), "profile": "mf-ckpt"},
         "parallel": {"tp": tp},
     }
     write_spec(spec_path, data, force=force)

@@ -95,7 +95,7 @@ def process_alive(pid: int | None) -> bool:
 
 
 def _manifest_check(model_dir: Path) -> None:
-    from mindie_pack.build.verify import VerifyReport, check_manifest
+    from mindie_pack.builder.verify import VerifyReport, check_manifest
 
     report = VerifyReport(model_dir)
     check_manifest(model_dir, report)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mindie_pack.build.model_dir import open_model_dir
+from mindie_pack.builder.model_dir import open_model_dir
 from mindie_pack.errors import PackError
 from mindie_pack.runtime.api import GenerationParams, GenerationResult, TokenCallback
 from mindie_pack.runtime.context import configure_cpu

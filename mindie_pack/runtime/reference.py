@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mindie_pack.build.hf_model import load_hf_model
+from mindie_pack.builder.hf_model import load_hf_model
 from mindie_pack.models import ModelDims
 from mindie_pack.runtime.rope import cos_sin, inverse_frequencies
 from mindie_pack.weights.dtypes import to_float32

@@ -8,7 +8,7 @@ from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from mindie_pack.build.hf_model import read_json
+from mindie_pack.builder.hf_model import read_json
 from mindie_pack.errors import PackError
 
 

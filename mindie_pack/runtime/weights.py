@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mindie_pack.build.model_dir import BuiltModelDir
-from mindie_pack.build.shards import merged_tensor, rank_indexes
+from mindie_pack.builder.model_dir import BuiltModelDir
+from mindie_pack.builder.shards import merged_tensor, rank_indexes
 from mindie_pack.errors import PackError
 from mindie_pack.weights.dtypes import to_float32
 from mindie_pack.weights.hf_source import HFWeights

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from mindie_pack.build.hf_model import HFModel, load_hf_model
+from mindie_pack.builder.hf_model import HFModel, load_hf_model
 from mindie_pack.errors import PackError
 from mindie_pack.models import TensorSpec, TpPlan
 from mindie_pack.weights.dtypes import DType

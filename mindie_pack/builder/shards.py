@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mindie_pack.build.convert import rank_file_path
-from mindie_pack.build.model_dir import BuiltModelDir
+from mindie_pack.builder.convert import rank_file_path
+from mindie_pack.builder.model_dir import BuiltModelDir
 from mindie_pack.errors import PackError
 from mindie_pack.models import TensorSpec
 from mindie_pack.weights.ckpt_format import CkptFormatError, CkptRecord, read_record, scan_records

@@ -10,8 +10,8 @@ import jinja2
 import yaml
 
 from mindie_pack import __version__
-from mindie_pack.build.hf_model import HFModel
-from mindie_pack.build.tokenizer import TokenizerPlan
+from mindie_pack.builder.hf_model import HFModel
+from mindie_pack.builder.tokenizer import TokenizerPlan
 from mindie_pack.errors import PackError
 from mindie_pack.models import TpPlan
 from mindie_pack.resources import template_dir

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mindie_pack.build.convert import check_sources, convert_to_ranks, source_bytes
-from mindie_pack.build.hf_model import HFModel, load_hf_model, read_json, resolve_dtype
-from mindie_pack.build.manifest import build_manifest, hash_in_background, write_manifest
-from mindie_pack.build.options import PROFILES, BuildOptions
-from mindie_pack.build.staging import FILE_MODE, StagedDirectory
-from mindie_pack.build.tokenizer import TokenizerPlan, plan_tokenizer, research_file
-from mindie_pack.build.yaml_render import YamlInputs, render_yaml, resolve_seq_length
+from mindie_pack.builder.convert import check_sources, convert_to_ranks, source_bytes
+from mindie_pack.builder.hf_model import HFModel, load_hf_model, read_json, resolve_dtype
+from mindie_pack.builder.manifest import build_manifest, hash_in_background, write_manifest
+from mindie_pack.builder.options import PROFILES, BuildOptions
+from mindie_pack.builder.staging import FILE_MODE, StagedDirectory
+from mindie_pack.builder.tokenizer import TokenizerPlan, plan_tokenizer, research_file
+from mindie_pack.builder.yaml_render import YamlInputs, render_yaml, resolve_seq_length
 from mindie_pack.errors import PackError
 from mindie_pack.models import TensorSpec, TpPlan
 from mindie_pack.weights.dtypes import DType

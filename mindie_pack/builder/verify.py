@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from mindie_pack.build.convert import rank_file_path
-from mindie_pack.build.manifest import MANIFEST_NAME, read_manifest, sha256_file
-from mindie_pack.build.model_dir import BuiltModelDir, open_model_dir
-from mindie_pack.build.shards import merged_tensor, rank_indexes
+from mindie_pack.builder.convert import rank_file_path
+from mindie_pack.builder.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from mindie_pack.builder.model_dir import BuiltModelDir, open_model_dir
+from mindie_pack.builder.shards import merged_tensor, rank_indexes
 from mindie_pack.errors import PackError
 from mindie_pack.weights.dtypes import RawTensor, cast
 from mindie_pack.weights.hf_source import HFWeights

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mindie_pack.build.hf_model import read_json
+from mindie_pack.builder.hf_model import read_json
 from mindie_pack.errors import PackError
 from mindie_pack.models import ModelFamily, TokenizerChoice
 

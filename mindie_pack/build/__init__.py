@@ -1,1 +1,0 @@
-"""mindie_pack.build"""

@@ -1,0 +1,1 @@
+"""mindie_pack.builder"""
