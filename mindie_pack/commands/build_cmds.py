@@ -142,7 +142,7 @@ def verify(
 def init(
     model: Path = typer.Option(..., "--model", help="Hugging Face model folder."),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
-    output: Path | None = typer.Option(None, "--output", help="Model directory to build (default ./mindie-models/<name>)."),
+    output: Path | None = typer.Option(None, "--output", help="Model directory (default ./mindie-models/<name>)."),
     name: str | None = typer.Option(None, "--name", help="Served model name (default: the HF folder's name)."),
     spec_path: Path = typer.Option(Path(DEFAULT_SPEC_NAME), "--spec", help="Where to write the spec."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing spec."),
