@@ -1,0 +1,104 @@
+"""CLI command `chat`: a local web chat page on the deployed MindIE service (the runbooks' chat_web)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import typer
+from rich.console import Console
+
+from mindie_pack.errors import PackError
+
+DEFAULT_PORT = 7860  # the port people know from the chat_web (gradio) demo
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def check_url(url: str) -> str:
+    """--url must be an absolute http(s) URL with a host; returned without a trailing slash."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise PackError(f"--url {url!r}: not a URL ({exc}); expected e.g. http://127.0.0.1:1025") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise PackError(f"--url {url!r}: expected http://HOST:PORT or https://HOST:PORT (MindIE's business "
+                        "address)")
+    if parsed.query or parsed.fragment:
+        raise PackError(f"--url {url!r}: expected the service's base URL, without a query or fragment")
+    return url.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before uvicorn starts so that a bad address is one line and exit 2."""
+    if not 0 <= port <= 65535:
+        raise PackError(f"--port {port}: expected 0-65535 (0 = any free port)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise PackError(f"--host {host!r}: cannot resolve it ({exc.strerror})") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise PackError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
+    return sock
+
+
+def chat(
+    url: str | None = typer.Option(None, "--url", help="MindIE business URL (default: the current deployment)."),
+    model: str | None = typer.Option(None, "--model", help="modelName (default: the deployment's, else the "
+                                     "first /v1/models id)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve the page on; 0.0.0.0 shares it "
+                             "(no authentication!)."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", help="Port of the page (0 = any free port)."),
+    timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for the service's next chunk "
+                                  "(first token included) before reporting a timeout."),
+) -> None:
+    """Serve a local web page to chat with the MindIE service (streaming, stop, sampling controls, curl)."""
+    from mindie_pack.chat.app import LOOPBACK_HOSTS, ChatSettings, build_app
+    from mindie_pack.client.target import resolve_target
+
+    if url is not None:
+        url = check_url(url)
+    if not timeout > 0:
+        raise PackError(f"--timeout {timeout}: expected a positive number of seconds")
+    target = resolve_target(url, None, model)
+    sock = bind(host, port)
+    shared = not is_loopback(host)
+    settings = ChatSettings(business_url=target.business_url, model=target.model, read_timeout_s=timeout,
+                            allowed_hosts=("*",) if shared else LOOPBACK_HOSTS)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    if shared:
+        err.print(f"[bold yellow]warning:[/] serving on {host}:{bound_port} with NO authentication: anyone who can "
+                  "reach this machine can use the model (and the service) through this page")
+    typer.echo(f"chat page: http://{shown}:{bound_port}/  ->  MindIE {target.business_url}"
+               f"{f' (model {target.model})' if target.model else ''}; Ctrl+C to stop", nl=True)
+
+    import uvicorn
+
+    config = uvicorn.Config(build_app(settings), log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=2)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("chat")(chat)
