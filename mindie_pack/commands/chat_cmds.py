@@ -25,6 +25,8 @@ def check_url(url: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise PackError(f"--url {url!r}: expected http://HOST:PORT or https://HOST:PORT (MindIE's business "
                         "address)")
+    if parsed.port is not None and not 0 < parsed.port <= 65535:
+        raise PackError(f"--url {url!r}: port {parsed.port} is out of range 1-65535")
     if parsed.query or parsed.fragment:
         raise PackError(f"--url {url!r}: expected the service's base URL, without a query or fragment")
     return url.rstrip("/")
@@ -88,7 +90,9 @@ def chat(
         err.print(f"[bold yellow]warning:[/] serving on {host}:{bound_port} with NO authentication: anyone who can "
                   "reach this machine can use the model (and the service) through this page")
     typer.echo(f"chat page: http://{shown}:{bound_port}/  ->  MindIE {target.business_url}"
-               f"{f' (model {target.model})' if target.model else ''}; Ctrl+C to stop", nl=True)
+               f"{f' (model {target.model})' if target.model else ''}; Ctrl+C to stop")
+    if shared and bound_host in ("0.0.0.0", "::"):
+        typer.echo(f"from other machines: http://{socket.gethostname()}:{bound_port}/")
 
     import uvicorn
 
