@@ -31,8 +31,12 @@ from conftest import CliResult
     (["--url", "http://127.0.0.1:1025", "--port", "70000"], "error: --port 70000: expected 0-65535 (0 = any free "
      "port)"),
     (["--url", "http://127.0.0.1:1025", "--port", "-1"], "error: --port -1: expected 0-65535 (0 = any free port)"),
-    (["--url", "http://127.0.0.1:1025", "--timeout", "0"], "error: --timeout 0.0: expected a positive number of "
+    (["--url", "http://127.0.0.1:1025", "--port", "abc"], "error: --port 'abc': expected a whole number 0-65535 "
+     "(0 = any free port)"),
+    (["--url", "http://127.0.0.1:1025", "--timeout", "0"], "error: --timeout '0': expected a positive number of "
      "seconds"),
+    (["--url", "http://127.0.0.1:1025", "--timeout", "soon"], "error: --timeout 'soon': expected a positive number "
+     "of seconds"),
     (["--url", "http://127.0.0.1:1025", "--host", "192.0.2.1"], "error: --host 192.0.2.1 --port 7860: cannot listen "
      "there (Cannot assign requested address)"),
 ])

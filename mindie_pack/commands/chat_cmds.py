@@ -32,6 +32,26 @@ def check_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def parse_port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise PackError(f"--port {value!r}: expected a whole number 0-65535 (0 = any free port)") from None
+    if not 0 <= port <= 65535:
+        raise PackError(f"--port {port}: expected 0-65535 (0 = any free port)")
+    return port
+
+
+def parse_timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise PackError(f"--timeout {value!r}: expected a positive number of seconds")
+    return seconds
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -43,8 +63,6 @@ def is_loopback(host: str) -> bool:
 
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before uvicorn starts so that a bad address is one line and exit 2."""
-    if not 0 <= port <= 65535:
-        raise PackError(f"--port {port}: expected 0-65535 (0 = any free port)")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -67,9 +85,10 @@ def chat(
                                      "first /v1/models id)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to serve the page on; 0.0.0.0 shares it "
                              "(no authentication!)."),
-    port: int = typer.Option(DEFAULT_PORT, "--port", help="Port of the page (0 = any free port)."),
-    timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for the service's next chunk "
-                                  "(first token included) before reporting a timeout."),
+    # --port and --timeout are parsed here (not by typer) so that a bad value is one line and exit 2.
+    port: str = typer.Option(str(DEFAULT_PORT), "--port", help="Port of the page (0 = any free port)."),
+    timeout: str = typer.Option("300", "--timeout", help="Seconds to wait for the service's next chunk "
+                                "(first token included) before reporting a timeout."),
 ) -> None:
     """Serve a local web page to chat with the MindIE service (streaming, stop, sampling controls, curl)."""
     from mindie_pack.chat.app import LOOPBACK_HOSTS, ChatSettings, build_app
@@ -77,12 +96,12 @@ def chat(
 
     if url is not None:
         url = check_url(url)
-    if not timeout > 0:
-        raise PackError(f"--timeout {timeout}: expected a positive number of seconds")
+    port_number = parse_port(port)
+    timeout_s = parse_timeout(timeout)
     target = resolve_target(url, None, model)
-    sock = bind(host, port)
+    sock = bind(host, port_number)
     shared = not is_loopback(host)
-    settings = ChatSettings(business_url=target.business_url, model=target.model, read_timeout_s=timeout,
+    settings = ChatSettings(business_url=target.business_url, model=target.model, read_timeout_s=timeout_s,
                             allowed_hosts=("*",) if shared else LOOPBACK_HOSTS)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
