@@ -214,14 +214,21 @@ def test_a_service_error_body_is_shown(browser: Any, real: tuple[str, str, str])
     page.fill("#top_p", "1.5")  # out of MindIE's (0, 1]: the service, not the page, refuses it
     answer = ask(page, "hello")
     assert outcome(page, answer) == "error-shown"
-    refused = httpx.post(f"{business}/v1/chat/completions", json={
-        "model": name, "messages": [{"role": "user", "content": "hello"}], "temperature": 0.7, "top_p": 1.5,
-        "max_tokens": 512, "stream": True}, timeout=60)
+    body = json.loads(shell_words(answer.locator("details.curl pre").text_content())[-1])
+    assert body["top_p"] == 1.5 and body["model"] == name
+    refused = httpx.post(f"{business}/v1/chat/completions", json=body, timeout=60)  # the service's own answer
     assert 400 <= refused.status_code < 500
     error = answer.locator(".error").text_content()
-    assert f"the service answered HTTP {refused.status_code} to {business}/v1/chat/completions: " in error
+    assert error.startswith(f"the service answered HTTP {refused.status_code} to {business}/v1/chat/completions: ")
     assert error.endswith("\n\n" + refused.text)
     assert answer.locator(".text").text_content() == ""
+    # The failed turn is not sent again: the next request starts the conversation afresh.
+    page.fill("#top_p", "1")
+    page.fill("#max_tokens", "2")
+    retry = ask(page, "hello again")
+    assert outcome(page, retry) == "done"
+    body = json.loads(shell_words(retry.locator("details.curl pre").text_content())[-1])
+    assert body["messages"] == [{"role": "user", "content": "hello again"}]
     page.close()
 
 
@@ -229,12 +236,14 @@ def test_stop_ends_the_stream_and_the_upstream_request(browser: Any, slow: tuple
     page_url, _, metrics = slow
     page = open_page(browser, page_url)
     succeeded = metric(metrics, "request_success_total")
+    page.fill("#max_tokens", "16")
     answer = ask(page, "count slowly")
     page.wait_for_function("e => e.querySelector('.text').textContent.length > 0", arg=answer.element_handle())
     assert page.is_enabled("#stop") and not page.is_enabled("#send")
     page.click("#stop")
     assert outcome(page, answer) == "stopped"
-    assert answer.locator(".meta").text_content().endswith(" · stopped")
+    meta = answer.locator(".meta").text_content()
+    assert re.fullmatch(r"TTFT \d+ ms · ≈\d+ tokens · (\d+\.\d|–) tok/s · total \d+ ms · stopped", meta), meta
     assert page.is_enabled("#send") and not page.is_enabled("#stop")
     stopped_text = answer.locator(".text").text_content()
     # The proxy closed its upstream request: the service's request ends without completing (bounded wait).
@@ -244,7 +253,14 @@ def test_stop_ends_the_stream_and_the_upstream_request(browser: Any, slow: tuple
         time.sleep(0.1)
     assert metric(metrics, "request_success_total") == succeeded
     assert answer.locator(".text").text_content() == stopped_text
-    assert len(stopped_text.split()) < 16  # the fake model's full answer has 16 words
+    assert 0 < len(stopped_text.split()) < 16  # the fake model's full answer has 16 words
+    # What was said before the stop stays in the conversation.
+    page.fill("#max_tokens", "1")
+    follow_up = ask(page, "go on")
+    assert outcome(page, follow_up) == "done"
+    body = json.loads(shell_words(follow_up.locator("details.curl pre").text_content())[-1])
+    assert body["messages"] == [{"role": "user", "content": "count slowly"},
+                                {"role": "assistant", "content": stopped_text}, {"role": "user", "content": "go on"}]
     page.close()
 
 
