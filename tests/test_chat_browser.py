@@ -79,7 +79,9 @@ def chat_server(*args: str) -> Iterator[str]:
         ready, _, _ = select.select([proc.stdout], [], [], 120)
         line = proc.stdout.readline() if ready else ""
         match = re.match(r"chat page: (http://127\.0\.0\.1:\d+)/ ", line)
-        assert match, f"no start line from mindie-pack chat: {line!r} {proc.poll()}"
+        if not match:
+            proc.kill()
+            raise AssertionError(f"no start line from mindie-pack chat: {line!r}\n{proc.communicate(timeout=30)[1]}")
         yield match.group(1)
     finally:
         proc.terminate()

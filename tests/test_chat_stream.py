@@ -8,14 +8,16 @@ choices). The curl command is checked with bash's own word splitting and json.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from mindie_pack.chat.request import BadChatRequest, build_chat_request
-from mindie_pack.chat.stream import StreamError, StreamState, error_text
+from mindie_pack.chat.stream import StreamError, StreamState, error_text, sse_payloads
 
 
 def chunk(delta: dict[str, Any] | None, finish: str | None = None, usage: dict[str, Any] | None = None,
@@ -172,3 +174,23 @@ def test_bad_page_requests_name_the_field(fields: Any, message: str) -> None:
 def test_no_model_at_all_is_refused() -> None:
     with pytest.raises(BadChatRequest, match="no model"):
         build_chat_request("http://h:1", {"messages": [{"role": "user", "content": "x"}]}, None)
+
+
+async def _lines(text: str) -> AsyncIterator[str]:
+    for line in text.split("\n"):
+        yield line
+
+
+def payloads(text: str) -> list[str]:
+    async def collect() -> list[str]:
+        return [p async for p in sse_payloads(_lines(text))]
+
+    return asyncio.run(collect())
+
+
+def test_sse_framing() -> None:
+    # MindIE frames every event as `data: <json>\n\n` (http_rest_resource.cpp / the encoders' "data: " + dump).
+    assert payloads('data: {"a": 1}\n\ndata: [DONE]\n\n') == ['{"a": 1}', "[DONE]"]
+    # Comments (keep-alives), other fields, multi-line data and a last event without its blank line.
+    assert payloads(": keep-alive\n\nevent: x\ndata:one\ndata: two\n\nid: 3\ndata: tail") == ["one\ntwo", "tail"]
+    assert payloads("\n\n") == []

@@ -30,8 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from mindie_pack.chat.request import BadChatRequest, build_chat_request
-from mindie_pack.chat.stream import StreamError, StreamState, error_text
-from mindie_pack.client.sse import aiter_sse_data
+from mindie_pack.chat.stream import StreamError, StreamState, error_text, sse_payloads
 
 MODELS_PATH = "/v1/models"
 ERROR_BODY_LIMIT = 4000  # characters of an upstream error body passed to the page
@@ -166,7 +165,7 @@ def build_app(settings: ChatSettings) -> Starlette:
                     text = (await response.aread()).decode("utf-8", "replace")
                     yield _line({**_http_error(response.status_code, text, url), "t_ms": elapsed()})
                     return
-                async for data in aiter_sse_data(response):
+                async for data in sse_payloads(response.aiter_lines()):
                     piece = state.feed(data)
                     if piece is None:  # [DONE]
                         break

@@ -17,10 +17,28 @@ Errors can arrive inside the stream as `data: {"error": ...}` (MindIE's error bo
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 DONE = "[DONE]"
+
+
+async def sse_payloads(lines: AsyncIterable[str]) -> AsyncIterator[str]:
+    """Server-sent events framing: `data:` lines up to a blank line make one payload (several are joined with a
+    newline), `:` lines are comments (keep-alives), other fields are ignored; an unterminated last event is kept.
+    A few lines by hand: the proxy needs the payloads as they arrive, nothing else of an SSE client."""
+    data: list[str] = []
+    async for line in lines:
+        if line == "":
+            if data:
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
 
 
 class StreamError(Exception):
@@ -52,7 +70,7 @@ def error_text(body: Any) -> str | None:
 
 def parse_chunk(data: str) -> ChunkPiece | None:
     """One `data:` payload -> its piece of the answer; None for the `[DONE]` terminator."""
-    if data == DONE:
+    if data.strip() == DONE:
         return None
     try:
         body = json.loads(data)
