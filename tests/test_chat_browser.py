@@ -169,7 +169,17 @@ def metric(metrics_url: str, name: str) -> float:
 
 def test_page_loads_with_the_service_and_its_model(browser: Any, real: tuple[str, str, str]) -> None:
     page_url, business, name = real
-    page = open_page(browser, page_url)
+    page = browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    failures: list[str] = []
+    page.on("console", lambda message: failures.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: failures.append(str(error)))
+    page.goto(page_url)
+    page.wait_for_function("() => document.getElementById('status').textContent === 'ready'")
+    # Offline by construction: everything the page loads comes from the chat server itself.
+    assert requested and all(url.startswith(page_url + "/") for url in requested), requested
+    assert failures == []
     assert page.text_content("#target") == business
     assert page.input_value("#model") == name
     assert page.text_content("#banner") == ""

@@ -262,3 +262,10 @@ def test_the_wheel_ships_the_page(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         shipped = archive.read("mindie_pack/chat/static/index.html")
     assert shipped == (REPO / "mindie_pack" / "chat" / "static" / "index.html").read_bytes()
+
+
+def test_a_model_the_service_does_not_list_is_warned_about(upstream: tuple[Upstream, str]) -> None:
+    with serve(build_app(ChatSettings(business_url=upstream[1], model="qwen"))) as url:
+        info = httpx.get(f"{url}/api/info", timeout=30).json()
+    assert (info["model"], info["models"], info["error"]) == ("qwen", ["mindie"], None)
+    assert info["warning"] == f"model 'qwen' is not listed by {upstream[1]}/v1/models (['mindie'])"

@@ -188,6 +188,10 @@ def build_app(settings: ChatSettings) -> Starlette:
                      "chunks": state.chunks, "content_chunks": state.content_chunks, "t_ms": elapsed(),
                      "notes": state.notes})
 
-    routes = [Route("/", index), Route("/api/info", info), Route("/api/chat", chat, methods=["POST"])]
+    async def no_icon(_: Request) -> Response:
+        return Response(status_code=204)  # browsers ask for it; an answer keeps the console free of 404s
+
+    routes = [Route("/", index), Route("/api/info", info), Route("/api/chat", chat, methods=["POST"]),
+              Route("/favicon.ico", no_icon)]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
