@@ -95,7 +95,10 @@ def test_the_current_deployment_is_the_default_target(tmp_path: Path, monkeypatc
         assert (info["url"], info["model"], info["models"]) == (business, "qwen2-7b", [])
         assert info["error"].startswith(f"cannot reach the service at {business}/v1/models")
     finally:
-        assert stop(proc) == ""  # nothing on stderr: no warning for a loopback page, no traceback on SIGTERM
+        err = stop(proc)
+    # One warning (the service does not answer), no sharing warning for a loopback page, no traceback on SIGTERM.
+    assert err == (f"warning: cannot reach the service at {business}/v1/models: All connection attempts failed (is "
+                   "MindIE running?); the page shows this until the service answers\n")
 
 
 def test_sharing_on_all_addresses_warns_and_accepts_any_host_name() -> None:

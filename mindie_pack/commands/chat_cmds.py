@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from mindie_pack.errors import PackError
+
+if TYPE_CHECKING:
+    from mindie_pack.chat.app import ChatSettings
 
 DEFAULT_PORT = 7860  # the port people know from the chat_web (gradio) demo
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -79,6 +83,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def probe(settings: ChatSettings) -> tuple[list[str], str | None]:
+    """The service's models once at start, so that a wrong --url shows on the terminal too (bounded wait)."""
+    import asyncio
+
+    import httpx
+
+    from mindie_pack.chat.app import list_models
+
+    async def ask() -> tuple[list[str], str | None]:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return await list_models(client, settings)
+
+    return asyncio.run(ask())
+
+
 def chat(
     url: str | None = typer.Option(None, "--url", help="MindIE business URL (default: the current deployment)."),
     model: str | None = typer.Option(None, "--model", help="modelName (default: the deployment's, else the "
@@ -112,6 +131,11 @@ def chat(
                f"{f' (model {target.model})' if target.model else ''}; Ctrl+C to stop")
     if shared and bound_host in ("0.0.0.0", "::"):
         typer.echo(f"from other machines: http://{socket.gethostname()}:{bound_port}/")
+    models, problem = probe(settings)
+    if problem:
+        err.print(f"[bold yellow]warning:[/] {problem}; the page shows this until the service answers")
+    elif settings.model is None:
+        typer.echo(f"model: {models[0]} (the first of {', '.join(models)})")
 
     import uvicorn
 
