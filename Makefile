@@ -22,7 +22,11 @@ $(VENV)/.dev-installed: pyproject.toml $(VENV)/.runtime-installed
 	touch $@
 
 setup: $(VENV)/.runtime-installed
-setup-dev: $(VENV)/.dev-installed
+setup-dev: $(VENV)/.dev-installed /usr/bin/chromium
+
+# Debian's chromium for the chat page's browser tests (Playwright drives it: no browser download). Skipped when present.
+/usr/bin/chromium:
+	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -q && apt-get install -y -q chromium'
 
 # The main job on the bundled example: make a tiny model, build it for 2 NPUs, verify the result.
 example: setup

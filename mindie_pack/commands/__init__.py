@@ -5,6 +5,7 @@ Keeping one module per stage lets each stage grow without touching the others (o
 
 from mindie_pack.commands import (
     build_cmds,
+    chat_cmds,
     client_cmds,
     config_cmds,
     deploy_cmds,
@@ -13,4 +14,5 @@ from mindie_pack.commands import (
     runtime_cmds,
 )
 
-COMMAND_MODULES = (build_cmds, runtime_cmds, config_cmds, env_cmds, deploy_cmds, client_cmds, emulator_cmds)
+COMMAND_MODULES = (build_cmds, runtime_cmds, config_cmds, env_cmds, deploy_cmds, client_cmds, emulator_cmds,
+                   chat_cmds)
