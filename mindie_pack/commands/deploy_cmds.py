@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.status import Status
+from rich.markup import escape
 
-from mindie_pack.deploy.lifecycle import DeployOptions, Progress, plan_deploy
-from mindie_pack.deploy.lifecycle import deploy as run_deploy
-from mindie_pack.deploy.lifecycle import status as get_status
-from mindie_pack.deploy.lifecycle import stop as run_stop
-from mindie_pack.deploy.state import load_state
 from mindie_pack.errors import PackError
 from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec
 
@@ -29,10 +23,12 @@ def deploy(
                                           "model.output)."),
     mindie_home: Path | None = typer.Option(None, "--mindie-home", help="mindie-service folder (or spec "
                                             "deploy.mindie_home)."),
-    port: int | None = typer.Option(None, "--port", help="Business port; management = port+1, metrics = port+2."),
+    port: int | None = typer.Option(None, "--port", min=1, max=65533,
+                                    help="Business port; management = port+1, metrics = port+2."),
     devices: str | None = typer.Option(None, "--devices",
                                        help="Physical NPU ids, e.g. 0,1 (ASCEND_RT_VISIBLE_DEVICES)."),
-    timeout: float = typer.Option(1800.0, "--timeout", help="Start budget in seconds (large models load slowly)."),
+    timeout: float = typer.Option(1800.0, "--timeout", min=1,
+                                  help="Start budget in seconds (large models load slowly)."),
     docker_image: str | None = typer.Option(None, "--docker", help="Run the daemon in this MindIE image."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands; start nothing."),
     install_config: bool = typer.Option(False, "--install-config", help="Write conf/config.json (after a backup) "
@@ -43,6 +39,11 @@ def deploy(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Install the config, start mindieservice_daemon and wait until it serves."""
+    from rich.status import Status
+
+    from mindie_pack.deploy.lifecycle import DeployOptions, Progress, plan_deploy
+    from mindie_pack.deploy.lifecycle import deploy as run_deploy
+
     spec = load_spec(spec_path) if spec_path or Path(DEFAULT_SPEC_NAME).is_file() else None
     deploy_section = spec.section("deploy") if spec else {}
     if model_dir is None and spec and spec.section("model").get("output"):
@@ -79,12 +80,13 @@ def deploy(
         return
     with Status("deploying", console=err) as spinner:
         progress = Progress(stage=lambda text: spinner.update(f"deploy: {text}"),
-                            log_line=lambda line: err.print(f"[dim]daemon | {line}[/]"))
+                            log_line=lambda line: err.print(f"daemon | {line}", style="dim", markup=False))
         state = run_deploy(options, progress)
     if as_json:
         typer.echo(json.dumps(state.to_dict(), indent=2))
         return
-    out.print(f"[green]serving[/] {state.model_name} (pid {state.pid}, log {state.log_path})")
+    where = f"container {(state.container_id or '')[:12]}" if state.mode == "docker" else f"pid {state.pid}"
+    out.print(f"[green]serving[/] {escape(state.model_name)} ({where}, log {escape(state.log_path)})")
     out.print(f"  inference:  {state.business_url}  (/generate, /v1/chat/completions, /v1/completions, /infer)")
     out.print(f"  management: {state.management_url}  (/health, /v2/health/ready, /stopService)")
     out.print(f"  metrics:    {state.metrics_url}/metrics")
@@ -92,57 +94,72 @@ def deploy(
 
 def status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Process, health, models and uptime of the current deployment (exit 1 when it is down)."""
+    from mindie_pack.deploy.status import status as get_status
+
     report = get_status()
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         state = report.state
         word = "[green]up[/]" if report.up else "[red]down[/]"
-        out.print(f"{state.model_name}: {word}  (pid {state.pid} {'alive' if report.process_alive else 'not running'},"
-                  f" health {'200' if report.healthy else 'failing'}, uptime {int(report.uptime_s)} s)")
-        out.print(f"  models: {', '.join(report.models or []) or '-'}  business {state.business_url}  management "
-                  f"{state.management_url}")
+        where = f"container {(state.container_id or '')[:12]}" if state.mode == "docker" else f"pid {state.pid}"
+        out.print(f"{escape(state.model_name)}: {word}  ({where} {'alive' if report.process_alive else 'not running'}"
+                  f", health {'200' if report.healthy else 'failing'}, uptime {int(report.uptime_s)} s)")
+        if report.note:
+            out.print(f"  {escape(report.note)}")
+        out.print(escape(f"  models: {', '.join(report.models or []) or '-'}  business {state.business_url}  "
+                         f"management {state.management_url}"))
     if not report.up:
         raise typer.Exit(1)
 
 
 def logs(
-    follow: bool = typer.Option(False, "--follow", "-f"),
-    lines: int = typer.Option(50, "-n", "--lines"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (Ctrl-C ends)."),
+    lines: int = typer.Option(50, "-n", "--lines", min=0, help="How many of the last lines to print first."),
 ) -> None:
-    """The daemon's log of the current deployment."""
+    """The daemon's log of the current deployment (host or container)."""
+    from mindie_pack.deploy.logs import LogFollower, tail
+    from mindie_pack.deploy.state import load_state
+
     state = load_state()
     assert state is not None
-    path = Path(state.log_path)
-    if not path.is_file():
-        raise PackError(f"{path}: log not found")
-    for line in path.read_text(errors="replace").splitlines()[-lines:]:
-        typer.echo(line)
-    if not follow:
-        return
-    with path.open(errors="replace") as handle:
-        handle.seek(0, 2)
-        try:
-            while True:
-                line = handle.readline()
-                if line:
-                    typer.echo(line.rstrip("\n"))
-                else:
-                    time.sleep(0.2)
-        except KeyboardInterrupt:
+    try:
+        if state.mode == "docker" and state.container_id:
+            from mindie_pack.deploy.container import container_log
+
+            for line in container_log(state.container_id, lines, follow):
+                typer.echo(line)
             return
+        path = Path(state.log_path)
+        if not path.is_file():
+            raise PackError(f"{path}: log not found")
+        for line in tail(path, lines):
+            typer.echo(line)
+        if follow:
+            for line in LogFollower(path, from_end=True).follow():
+                typer.echo(line)
+    except KeyboardInterrupt:
+        return
 
 
 def stop(
-    timeout: float = typer.Option(30.0, "--timeout", help="Grace period before SIGKILL."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0, help="Grace period before SIGKILL, in seconds."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Stop the current deployment (graceful /stopService, SIGTERM to its process group, then SIGKILL)."""
+    """Stop the current deployment (graceful /stopService, SIGTERM to its processes, then SIGKILL).
+
+    Only processes whose identity matches the one recorded at start are signalled."""
+    from mindie_pack.deploy.stop import stop as run_stop
+
     result = run_stop(timeout)
     if as_json:
         typer.echo(json.dumps(result))
         return
-    out.print(f"stopped {result['stopped']} (pid {result['pid']})")
+    for finding in result["findings"]:
+        err.print(f"note: {finding}", markup=False)
+    count = len(result["signalled"])
+    how = f"{count} process(es) signalled" + (f", {len(result['killed'])} needed SIGKILL" if result["killed"] else "")
+    out.print(f"stopped {result['stopped']} (pid {result['pid']}; {how})", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -132,7 +132,7 @@ def ranktable(
     if len(set(ids)) != len(ids):
         raise PackError(f"--devices {devices}: a device is listed twice")
     table = build_rank_table(inst.hccn_tool, ids, server_id)
-    from mindie_pack.config.write import atomic_write_text
+    from mindie_pack.fsutil import atomic_write_text
 
     atomic_write_text(output, json.dumps(table, indent=2) + "\n", 0o640)
     out.print(f"wrote {output} ({len(ids)} device(s))")
