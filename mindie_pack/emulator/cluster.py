@@ -43,6 +43,7 @@ class Member:
     port: int
     connect_timeout_s: float
     lost: list[str] = field(default_factory=list)  # servers that left after the start (master only)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # the worker's link watcher, kept alive
 
     @property
     def is_master(self) -> bool:
@@ -94,7 +95,10 @@ def _hccl_timeout_lines(member: Member, missing: list[dict[str, Any]]) -> list[s
     return lines
 
 
-async def join(member: Member, log: Callable[[str], None], on_lost: Callable[[str], None]) -> asyncio.AbstractServer | None:
+Log = Callable[[str], None]
+
+
+async def join(member: Member, log: Log, on_lost: Log) -> asyncio.AbstractServer | None:
     """Master: wait for every worker (returns the listening server, kept open to notice lost workers).
     Worker: connect to the master and stay connected (on_lost is called when the master goes away)."""
     if member.is_master:
@@ -103,7 +107,7 @@ async def join(member: Member, log: Callable[[str], None], on_lost: Callable[[st
     return None
 
 
-async def _master(member: Member, log: Callable[[str], None], on_lost: Callable[[str], None]) -> asyncio.AbstractServer:
+async def _master(member: Member, log: Log, on_lost: Log) -> asyncio.AbstractServer:
     expected = {str(s["server_id"]): s for s in member.servers[1:]}
     joined: set[str] = set()
     all_in = asyncio.Event()
@@ -146,7 +150,7 @@ async def _master(member: Member, log: Callable[[str], None], on_lost: Callable[
     return server
 
 
-async def _worker(member: Member, log: Callable[[str], None], on_lost: Callable[[str], None]) -> None:
+async def _worker(member: Member, log: Log, on_lost: Log) -> None:
     deadline = time.monotonic() + member.connect_timeout_s
     log(f"[multi-node] worker {member.ip} (rank {member.ranks(member.servers[member.index])}) connecting to master "
         f"{member.master_ip}:{member.port}")
@@ -169,7 +173,9 @@ async def _worker(member: Member, log: Callable[[str], None], on_lost: Callable[
     log(f"[multi-node] worker {member.ip} joined master {member.master_ip}")
 
     async def watch() -> None:
+        link = writer  # held here: a StreamWriter that is garbage-collected closes its connection
         await reader.read()
+        link.close()
         on_lost(f"master {member.master_ip} lost its connection")
 
-    asyncio.get_running_loop().create_task(watch())
+    member.tasks.append(asyncio.get_running_loop().create_task(watch()))

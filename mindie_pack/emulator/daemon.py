@@ -19,6 +19,8 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from mindie_pack.emulator import cluster
+from mindie_pack.emulator.cluster import Member
 from mindie_pack.emulator.engine import Engine, FakeEngine, RuntimeEngine
 from mindie_pack.emulator.server import ServiceState, build_business_app, build_management_app, build_metrics_app
 
@@ -89,15 +91,18 @@ def port_problems(server: dict[str, Any]) -> list[str]:
     return lines
 
 
-def planes(config: dict[str, Any], state: ServiceState) -> list[tuple[str, int, Starlette]]:
-    """One server per distinct (address, port); coinciding ports share a server with merged routes."""
+def planes(config: dict[str, Any], state: ServiceState, *, business_plane: bool = True,
+           ip_override: str | None = None) -> list[tuple[str, int, Starlette]]:
+    """One server per distinct (address, port); coinciding ports share a server with merged routes.
+    A multi-node worker has no business plane (only the master serves inference)."""
     server = config["ServerConfig"]
-    ip = server["ipAddress"]
-    mgmt_ip = server.get("managementIpAddress", ip)
+    ip = ip_override or server["ipAddress"]
+    mgmt_ip = os.environ.get("MIES_CONTAINER_MANAGEMENT_IP") or server.get("managementIpAddress", ip)
     business, management = build_business_app(state), build_management_app(state)
     metrics = build_metrics_app(state)
     grouped: dict[tuple[str, int], list[Starlette]] = {}
-    grouped.setdefault((ip, int(server["port"])), []).append(business)
+    if business_plane:
+        grouped.setdefault((ip, int(server["port"])), []).append(business)
     grouped.setdefault((mgmt_ip, int(server.get("managementPort", server["port"]))), []).append(management)
     grouped.setdefault((mgmt_ip, int(server["metricsPort"])), []).append(metrics)
     out = []
@@ -134,16 +139,24 @@ def load_engine(settings: dict[str, Any], model: dict[str, Any]) -> Engine:
     return RuntimeEngine(Path(model["modelWeightPath"]))
 
 
-async def serve(config: dict[str, Any], settings: dict[str, Any], log: DaemonLog) -> int:
+async def serve(config: dict[str, Any], settings: dict[str, Any], log: DaemonLog,
+                member: Member | None = None) -> int:
     """The planes listen first and answer 503 on health/readiness until the engine is loaded (not 200 before
     ready); then the success lines; SIGTERM/SIGINT stop the servers."""
     state = ServiceState(config=config)
     stop_event = asyncio.Event()
     servers: list[uvicorn.Server] = []
     loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+
+    def on_signal() -> None:
+        signalled.set()
+        stop_event.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop_event.set)
-    for host, port, app in planes(config, state):
+        loop.add_signal_handler(sig, on_signal)
+    for host, port, app in planes(config, state, business_plane=member is None or member.is_master,
+                                  ip_override=member.ip if member else None):
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                                lifespan="off", timeout_graceful_shutdown=2))
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours handle SIGTERM
@@ -185,12 +198,34 @@ async def serve(config: dict[str, Any], settings: dict[str, Any], log: DaemonLog
         log("[Start mindie server] [fail]")
         await shutdown()
         return 1
+    cluster_server = None
+    if member is not None:
+        def lost(reason: str) -> None:
+            log(f"[ERROR] [multi-node] {reason}: Abnormal node detected")
+            if member.is_master:
+                state.abnormal = reason
+            else:
+                stop_event.set()
+
+        try:
+            cluster_server = await cluster.join(member, log, lost)
+        except cluster.ClusterError as exc:
+            for line in str(exc).splitlines():
+                log(line)
+            log("[Start mindie server] [fail]")
+            await shutdown()
+            return 1
     state.ready = True
     log("[Start mindie server] [success]")
     log(SUCCESS_LINE)
     await stopping
     log(KILLING_LINE)
+    if cluster_server is not None:
+        cluster_server.close()
     await shutdown()
+    if member is not None and not member.is_master and not state.stopped and not signalled.is_set():
+        log("[multi-node] the master is gone; this worker exits")
+        return 1
     log("All subprocesses exited gracefully.")
     return 0
 
@@ -219,10 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         fail_and_kill_group(log, [f"[ERROR] {p}" for p in problems])
     config = json.loads(path.read_text())
+    try:
+        member = cluster.member_for(config)
+    except cluster.ClusterError as exc:
+        fail_and_kill_group(log, [f"[ERROR] {exc}"])
     occupied = port_problems(config["ServerConfig"])
     if occupied:
         fail_and_kill_group(log, occupied)
-    return asyncio.run(serve(config, settings, log))
+    return asyncio.run(serve(config, settings, log, member))
 
 
 if __name__ == "__main__":

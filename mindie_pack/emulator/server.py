@@ -7,6 +7,7 @@ module decides status codes, limits and the lifecycle (not ready -> ready -> sto
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -37,6 +38,7 @@ class ServiceState:
     stats: prom.Stats = field(default_factory=prom.Stats)
     started: int = field(default_factory=lambda: int(time.time()))
     idle: asyncio.Event | None = None  # set while no request is running (for /stopService's drain)
+    abnormal: str | None = None  # multi-node: why a node was lost (health then answers 500)
 
     def _model(self) -> dict[str, Any]:
         return self.config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]
@@ -397,6 +399,9 @@ def build_management_app(state: ServiceState) -> Starlette:
             return error_response(503, "The service has been stopped.")
         if not state.ready:
             return Response(status_code=503)
+        if state.abnormal:
+            # HandleGetHealthStatus (http_handler.cpp:1227-1262): 500 whose error is itself a JSON string
+            return error_response(500, json.dumps({"message": "Abnormal node detected", "detail": state.abnormal}))
         return None
 
     async def health(request: Request) -> Response:
