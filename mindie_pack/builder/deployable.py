@@ -27,6 +27,11 @@ class DeployableModel:
         return str((self.manifest.get("options") or {}).get("profile") or DEFAULT_PROFILE)
 
     @property
+    def tp(self) -> int:
+        """The tensor-parallel degree it was built for (= MindIE worldSize)."""
+        return int((self.manifest.get("options") or {}).get("tp") or 1)
+
+    @property
     def name(self) -> str | None:
         name = (self.manifest.get("options") or {}).get("name")
         return str(name) if name else None

@@ -19,6 +19,8 @@ def healthy(state: DeploymentState, timeout_s: float = 5.0) -> tuple[bool, list[
     endpoints = endpoints_of(state)
     with httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 3.0)), trust_env=False) as client:
         ok = health_ok(client, endpoints)
+        if state.role == "worker":  # a multi-node worker serves no inference API
+            return ok, None
         return ok, models_list(client, endpoints) if ok else None
 
 

@@ -20,6 +20,7 @@ __all__ = ["DeployOptions", "DeployPlan", "Progress", "StatusReport", "deploy", 
            "status", "stop"]
 
 ABORT_GRACE_S = 5.0
+DETACH_SETTLE_S = 2.0  # how long --detach watches a fresh daemon for an early death before returning
 
 
 def deploy(options: DeployOptions, progress: Progress | None = None,
@@ -33,10 +34,14 @@ def deploy(options: DeployOptions, progress: Progress | None = None,
         launcher = launcher or launcher_for(plan)
         progress.stage("starting mindieservice_daemon" + (" in a container" if plan.container else ""))
         state = launcher.start(plan, new_token())
+        state.role = plan.role
         try:
             save_state(state)
+            if options.detach:
+                _wait_started(launcher, plan)
+                return state
             wait_ready(launcher, plan.endpoints, plan.log_path, timeout_s=options.timeout_s,
-                       log_stream_after_s=options.log_stream_after_s, progress=progress)
+                       log_stream_after_s=options.log_stream_after_s, progress=progress, serves=plan.serves)
             state = launcher.settle(state)
             save_state(state)
         except BaseException:
@@ -46,9 +51,34 @@ def deploy(options: DeployOptions, progress: Progress | None = None,
     return state
 
 
+def _wait_started(launcher: Launcher, plan: DeployPlan) -> None:
+    """--detach: return once the daemon has read its config and is past its config checks (or has died)."""
+    import time
+
+    from mindie_pack.deploy.logs import LogFollower
+    from mindie_pack.deploy.readiness import FATAL_LINES, failure_text
+
+    log = LogFollower(plan.log_path)
+    deadline = time.monotonic() + DETACH_SETTLE_S
+    while time.monotonic() < deadline:
+        code = launcher.exit_code()
+        if code is not None:
+            raise PackError(failure_text(f"the daemon exited with code {code}", plan.log_path))
+        lines = log.new_lines()
+        if any(f in line for line in lines for f in FATAL_LINES):
+            raise PackError(failure_text("the daemon reported a failure at start", plan.log_path))
+        time.sleep(0.1)
+
+
 def _handle_previous(options: DeployOptions, progress: Progress) -> None:
     previous = load_state(required=False)
     if previous is None:
+        return
+    if previous.mode == "cluster":  # recorded by `deploy --hosts` on this controller
+        from mindie_pack.deploy.cluster.record import clear_previous_cluster
+
+        progress.stage("stopping the previous multi-node deployment")
+        clear_previous_cluster(options.replace)
         return
     running, note = daemon_running(previous)
     if running is False:

@@ -15,7 +15,11 @@ from mindie_pack.errors import PackError
 from mindie_pack.spec import Spec
 
 HOST_COMMAND_ENV = ("MIES_CONFIG_JSON_PATH", "MINDIE_LLM_FRAMEWORK_BACKEND", "MS_SCHED_HOST", "MS_SCHED_PORT",
-                    "LCAL_IF_PORT", "ASCEND_RT_VISIBLE_DEVICES", "ENFORCE_EAGER")
+                    "LCAL_IF_PORT", "ASCEND_RT_VISIBLE_DEVICES", "ENFORCE_EAGER", "RANK_TABLE_FILE",
+                    "MIES_CONTAINER_IP", "MIES_CONTAINER_MANAGEMENT_IP", "HCCL_CONNECT_TIMEOUT", "HCCL_EXEC_TIMEOUT")
+# One node of a multi-node deployment: HCCL's connect window must cover every node's weight loading (GPUStack sets
+# 7200 s for MindIE; reference mindie-3.0-and-atb.md §3), and no execution timeout. The user's own values win.
+MULTI_NODE_ENV = {"HCCL_CONNECT_TIMEOUT": "7200", "HCCL_EXEC_TIMEOUT": "0"}
 CONTAINER_ENV = ("MINDIE_LLM_FRAMEWORK_BACKEND", "MS_SCHED_HOST", "MS_SCHED_PORT", "LCAL_IF_PORT",
                  "MINDIE_LOG_TO_STDOUT", "MIES_SERVICE_MONITOR_MODE")
 
@@ -34,6 +38,10 @@ class DeployOptions:
     mindie_version: str | None = None
     sets: list[str] = field(default_factory=list)
     log_stream_after_s: float = 30.0
+    # one node of a multi-node deployment: the cluster's rank table and this node's address in it
+    rank_table: Path | None = None
+    node_ip: str | None = None
+    detach: bool = False  # start and record, without waiting for readiness (a master waits for its workers)
 
 
 @dataclass
@@ -48,6 +56,12 @@ class DeployPlan:
     environment: dict[str, str]
     world_size: int = 1
     container: ContainerSpec | None = None
+    role: str | None = None  # "master" or "worker" on a multi-node deployment
+
+    @property
+    def serves(self) -> bool:
+        """Whether this daemon serves the inference API (a multi-node worker does not)."""
+        return self.role != "worker"
 
     @property
     def log_path(self) -> Path:
@@ -78,6 +92,11 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
                         "mindie-service folder, or install the emulator: mindie-pack emulator install PREFIX)")
     version = options.mindie_version or inst.version("mindie") or "1.0.RC3"
     sets = list(options.sets)
+    role, node_env = _node_role(options)
+    if role is not None:
+        ip = options.node_ip
+        sets += [f"ServerConfig.ipAddress={ip}", f"ServerConfig.managementIpAddress={ip}",
+                 "BackendConfig.multiNodesInferEnabled=true"]
     if options.port is not None:
         sets += [f"ServerConfig.port={options.port}", f"ServerConfig.managementPort={options.port + 1}",
                  f"ServerConfig.metricsPort={options.port + 2}"]
@@ -100,8 +119,11 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     env["MIES_CONFIG_JSON_PATH"] = str(config_path)
     env["MINDIE_LOG_TO_STDOUT"] = "1"
     env["MIES_SERVICE_MONITOR_MODE"] = "1"
+    for key, value in node_env.items():
+        env[key] = value if key not in MULTI_NODE_ENV else env.get(key) or value
     daemon = inst.mindie_service / "bin" / "mindieservice_daemon"
-    plan = DeployPlan(options, config, version, endpoints, deployment_dir, config_path, daemon, env, world)
+    plan = DeployPlan(options, config, version, endpoints, deployment_dir, config_path, daemon, env, world,
+                      role=role)
     if options.docker_image:
         plan.container = container_spec(image=options.docker_image, name=f"mindie-{endpoints.model_name}",
                                         devices=options.devices or list(range(world)), model_dir=model.path,
@@ -109,6 +131,37 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
                                         environment={k: env[k] for k in CONTAINER_ENV if k in env},
                                         deployment_dir=deployment_dir)
     return plan
+
+
+def _node_role(options: DeployOptions) -> tuple[str | None, dict[str, str]]:
+    """For one node of a multi-node deployment: its role from its place in the rank table (the first server is
+    the master), and the environment MindIE reads on such a node."""
+    import json
+
+    from mindie_pack.env.ranktable import rank_table_problems
+
+    if options.rank_table is None:
+        if options.node_ip:
+            raise PackError("--node-ip goes with --ranktable (the node's address in the cluster's rank table)")
+        return None, {}
+    path = options.rank_table
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise PackError(f"--ranktable {path}: cannot read it as JSON ({exc})") from exc
+    problems = rank_table_problems(table)
+    if problems:
+        raise PackError(f"--ranktable {path}: {problems[0]}")
+    servers = [s["server_id"] for s in table["server_list"]]
+    if not options.node_ip:
+        raise PackError(f"--node-ip is required with --ranktable: which of {', '.join(servers)} this node is")
+    if options.node_ip not in servers:
+        raise PackError(f"--node-ip {options.node_ip}: not a server_id in {path} ({', '.join(servers)})")
+    role = "master" if servers[0] == options.node_ip else "worker"
+    # MIES_CONTAINER_IP / MIES_CONTAINER_MANAGEMENT_IP override the config's addresses (MindIE-LLM 2.3.0
+    # config_manager/server_config.cpp:653,663); RANK_TABLE_FILE is read when multiNodesInferEnabled is true.
+    return role, {"RANK_TABLE_FILE": str(path.absolute()), "MIES_CONTAINER_IP": options.node_ip,
+                  "MIES_CONTAINER_MANAGEMENT_IP": options.node_ip, **MULTI_NODE_ENV}
 
 
 def write_files(plan: DeployPlan) -> None:

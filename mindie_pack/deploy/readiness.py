@@ -38,7 +38,8 @@ class Running(Protocol):
 
 
 def wait_ready(running: Running, endpoints: Endpoints, log_path: Path, *, timeout_s: float,
-               log_stream_after_s: float = 30.0, progress: Progress | None = None) -> None:
+               log_stream_after_s: float = 30.0, progress: Progress | None = None, serves: bool = True) -> None:
+    """`serves=False` (a multi-node worker, which has no inference API): ready at the success line."""
     import httpx
 
     from mindie_pack.deploy.probe import serving
@@ -66,6 +67,8 @@ def wait_ready(running: Running, endpoints: Endpoints, log_path: Path, *, timeou
             if fatal is not None:
                 raise PackError(failure_text(f"the daemon reported: {fatal.strip()}", log_path))
             success_seen = success_seen or any(SUCCESS_LINE in line for line in lines)
+            if success_seen and not serves:
+                return
             if success_seen:
                 progress.stage("probing /health, /v1/models and a one-token request")
                 ok, why = serving(client, endpoints)

@@ -57,6 +57,8 @@ class DeploymentState:
     exe: str | None = None
     cmdline: list[str] | None = None
     token: str | None = None
+    role: str | None = None  # master | worker on a multi-node deployment
+    cluster: dict[str, Any] | None = None  # mode "cluster": the nodes (deploy/cluster/)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
