@@ -15,7 +15,13 @@ $(VENV)/.runtime-installed: pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml $(VENV)/.runtime-installed
+# OpenSSH's sshd: the multi-node deploy tests run real SSH servers on loopback addresses.
+SSHD ?= /usr/sbin/sshd
+$(SSHD):
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server; \
+	else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server; fi
+
+$(VENV)/.dev-installed: pyproject.toml $(VENV)/.runtime-installed $(SSHD)
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps $(MINDFORMERS)
 	$(PY) -m pip install -q $(MINDFORMERS_IMPORT_DEPS)

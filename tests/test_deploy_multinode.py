@@ -236,7 +236,8 @@ def test_a_node_that_fails_at_start_is_named_and_the_others_are_stopped(
     assert result.exit_code == 2
     assert "worker node3 (127.0.0.4): deploy failed" in result.stderr
     assert "Failed to init endpoint! injected by the test" in result.stderr
-    assert "stopped the nodes started so far: node1, node2, node3" in result.stderr
+    assert "stopped the nodes started so far: node1, node2, node3\n" in result.stderr + "\n"  # none failed to stop
+    assert "deploy failed: deploy failed" not in result.stderr
     assert "Traceback" not in result.stderr
     assert _daemons_under(tmp_path) == []
     assert not (tmp_path / "controller" / "deployment.json").exists()

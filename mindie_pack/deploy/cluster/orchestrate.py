@@ -170,7 +170,7 @@ async def _node_deploy(member: Member, options: ClusterOptions, table_path: str,
 
 
 def _failure_text(text: str) -> str:
-    return text.strip().removeprefix("error: ").strip() or "no output"
+    return text.strip().removeprefix("error: ").removeprefix("deploy failed: ").strip() or "no output"
 
 
 async def _log_tail(member: Member, lines: int = LOG_LINES_ON_FAILURE) -> list[str]:
@@ -183,6 +183,8 @@ async def _log_tail(member: Member, lines: int = LOG_LINES_ON_FAILURE) -> list[s
 
 async def _stop(member: Member, timeout_s: float = 30.0) -> dict[str, Any]:
     result = await member.node.pack_cmd(["stop", "--json", "--timeout", str(timeout_s)], timeout=timeout_s + 60)
+    if result.code != 0 and "no deployment recorded" in result.stderr:  # it never got as far as starting
+        return {"host": member.spec.host, "stopped": True, "note": "nothing was running"}
     if result.code != 0:
         return {"host": member.spec.host, "stopped": False, "error": _last_line(result.stderr or result.stdout)}
     return {"host": member.spec.host, "stopped": True, **result.json("stop", member.spec.host)}
