@@ -22,11 +22,16 @@ $(VENV)/.dev-installed: pyproject.toml $(VENV)/.runtime-installed
 	touch $@
 
 setup: $(VENV)/.runtime-installed
-setup-dev: $(VENV)/.dev-installed /usr/bin/chromium
+setup-dev: $(VENV)/.dev-installed /usr/bin/chromium /usr/sbin/sshd
 
-# Debian's chromium for the chat page's browser tests (Playwright drives it: no browser download). Skipped when present.
+# Debian packages the tests use, each installed only when missing: chromium for the chat page's browser tests
+# (Playwright drives it: no browser download) and OpenSSH's sshd for the multi-node tests (real SSH servers on
+# loopback addresses).
+APT_INSTALL = $(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(1)'
 /usr/bin/chromium:
-	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -q && apt-get install -y -q chromium'
+	$(call APT_INSTALL,chromium)
+/usr/sbin/sshd:
+	$(call APT_INSTALL,openssh-server)
 
 # The main job on the bundled example: make a tiny model, build it for 2 NPUs, verify the result.
 example: setup

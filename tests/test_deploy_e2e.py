@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mindie_pack.deploy.lifecycle import process_alive
+from mindie_pack.deploy.process import process_alive
 from mindie_pack.deploy.state import load_state
 from mindie_pack.emulator.install import install_emulator
 
@@ -39,7 +39,7 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("MINDIE_PACK_STATE_DIR", str(tmp_path / "state"))
     yield tmp_path / "state"
     state = load_state(required=False)  # never leave a daemon behind, whatever the test did
-    if state is not None and state.pgid:
+    if state is not None and state.pgid and state.pgid > 1 and state.pgid != os.getpgrp():
         try:
             os.killpg(state.pgid, signal.SIGKILL)
         except ProcessLookupError:

@@ -1,13 +1,15 @@
 """`mindie-pack bench`: load generation with an async httpx client; TTFT, ITL, TPOT, E2E, throughput, goodput.
 
-Token counts come from the server (OpenAI `usage`, TGI/native `details.generated_tokens`), never from
-re-tokenizing text on the client.
+Token counts come from the server (OpenAI `usage`, TGI/native `details.generated_tokens`, asked for with
+`details`), never from re-tokenizing text on the client; streams are decoded by `mindie_pack.wire` (the same decoder
+as smoke). A request that gets fewer tokens than --output-len is reported as short, not as complete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import statistics
 import time
@@ -19,17 +21,25 @@ from typing import Any
 
 import httpx
 
-from mindie_pack.client.sse import aiter_sse_data
 from mindie_pack.client.target import Target
+from mindie_pack.client.transport import DEFAULT_DEADLINE_S, HttpStatusError, NoAnswer, stream_async, timeouts
 from mindie_pack.errors import PackError
+from mindie_pack.wire.format import request_body
 
-ENDPOINTS = ("openai-chat", "openai-completions", "tgi", "native")
+ENDPOINTS = ("openai-chat", "openai-completions", "tgi", "native", "vllm")
+API_OF = {"openai-chat": "openai-chat", "openai-completions": "openai-completions", "tgi": "tgi", "native": "infer",
+          "vllm": "vllm"}
 MINDIE_NAMES = {"ttft_ms": "FirstTokenTime", "itl_ms": "DecodeTime", "e2e_ms": "GenerateTime", "tpot_ms": "TPOT"}
+# The client is called the bottleneck when it sends slower than asked, or later than scheduled by more than this.
+RATE_SHORTFALL = 0.9
+LAG_WARN_MS = 5.0
 
 
 @dataclass
 class RequestRecord:
     start: float
+    scheduled: float | None = None  # when the arrival process wanted to send it (open loop)
+    requested_tokens: int = 0
     ok: bool = False
     error: str | None = None
     first_token: float | None = None
@@ -37,6 +47,11 @@ class RequestRecord:
     end: float | None = None
     prompt_tokens: int | None = None
     output_tokens: int | None = None
+
+    @property
+    def short(self) -> bool:
+        """Fewer output tokens than requested (the server stopped early, or the stream lost some)."""
+        return self.ok and self.output_tokens is not None and self.output_tokens < self.requested_tokens
 
     @property
     def ttft_ms(self) -> float | None:
@@ -56,6 +71,10 @@ class RequestRecord:
     def itls_ms(self) -> list[float]:
         return [(b - a) * 1000 for a, b in zip(self.token_times, self.token_times[1:], strict=False)]
 
+    @property
+    def lag_ms(self) -> float | None:
+        return (self.start - self.scheduled) * 1000 if self.scheduled is not None else None
+
 
 @dataclass
 class BenchConfig:
@@ -71,7 +90,7 @@ class BenchConfig:
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
     seed: int = 0
-    timeout_s: float = 600.0
+    timeout_s: float = DEFAULT_DEADLINE_S  # per request, connect within 5 s
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -109,69 +128,40 @@ def load_prompts(config: BenchConfig) -> list[str]:
 
 
 def request_payload(endpoint: str, model: str | None, prompt: str, output_len: int) -> tuple[str, dict[str, Any]]:
-    if endpoint == "openai-chat":
-        return "/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": prompt}],
-                                        "max_tokens": output_len, "stream": True, "ignore_eos": True}
-    if endpoint == "openai-completions":
-        return "/v1/completions", {"model": model, "prompt": prompt, "max_tokens": output_len, "stream": True,
-                                   "ignore_eos": True}
-    if endpoint == "tgi":
-        return "/generate_stream", {"inputs": prompt, "stream": True, "parameters": {
-            "max_new_tokens": output_len, "ignore_eos": True, "details": True}}
-    return "/infer", {"inputs": prompt, "stream": True, "parameters": {"max_new_tokens": output_len,
-                                                                         "ignore_eos": True}}
+    """Streamed, with the server's token counts asked for (details) and eos ignored where the API reads it."""
+    return request_body(API_OF[endpoint], prompt, output_len, model=model, stream=True, details=True,
+                        ignore_eos=True)
 
 
-def _event_has_token(endpoint: str, event: dict[str, Any]) -> bool:
-    if endpoint == "openai-chat":
-        choices = event.get("choices") or []
-        return bool(choices) and bool((choices[0].get("delta") or {}).get("content"))
-    if endpoint == "openai-completions":
-        choices = event.get("choices") or []
-        return bool(choices) and choices[0].get("finish_reason") is None and bool(choices[0].get("text"))
-    token = event.get("token")
-    return isinstance(token, dict) and token.get("id") is not None and event.get("generated_text") is None
-
-
-def _server_counts(endpoint: str, event: dict[str, Any], record: RequestRecord) -> None:
-    if endpoint.startswith("openai") and isinstance(event.get("usage"), dict):
-        record.prompt_tokens = event["usage"].get("prompt_tokens")
-        record.output_tokens = event["usage"].get("completion_tokens")
-    elif isinstance(event.get("details"), dict):
-        record.output_tokens = event["details"].get("generated_tokens")
-        record.prompt_tokens = event["details"].get("prompt_tokens", record.prompt_tokens)
-
-
-async def one_request(client: httpx.AsyncClient, target: Target, config: BenchConfig, prompt: str) -> RequestRecord:
+async def one_request(client: httpx.AsyncClient, target: Target, config: BenchConfig, prompt: str,
+                      scheduled: float | None = None) -> RequestRecord:
     path, payload = request_payload(config.endpoint, target.model, prompt, config.output_len)
-    record = RequestRecord(start=time.perf_counter())
+    record = RequestRecord(start=time.perf_counter(), scheduled=scheduled, requested_tokens=config.output_len)
     try:
-        async with client.stream("POST", target.business_url + path, json=payload) as response:
-            if response.status_code != 200:
-                await response.aread()
-                record.error = f"http {response.status_code}"
-                return record
-            async for data in aiter_sse_data(response):
-                now = time.perf_counter()
-                if data == "[DONE]":
-                    continue
-                try:
-                    event = json.loads(data)
-                except ValueError:
-                    record.error = "bad event"
-                    return record
-                if _event_has_token(config.endpoint, event):
-                    record.first_token = record.first_token or now
-                    record.token_times.append(now)
-                _server_counts(config.endpoint, event, record)
-        record.end = time.perf_counter()
-        record.ok = record.first_token is not None and record.output_tokens is not None
-        if not record.ok:
-            record.error = "no tokens" if record.first_token is None else "no token count from the server"
-    except httpx.TimeoutException:
-        record.error = "timeout"
+        result = await stream_async(client, target.business_url + path, payload, API_OF[config.endpoint],
+                                    config.timeout_s)
+    except HttpStatusError as exc:
+        record.error = f"http {exc.status}"
+        return record
+    except NoAnswer as exc:
+        record.error = str(exc)
+        return record
     except httpx.HTTPError as exc:
         record.error = type(exc).__name__
+        return record
+    record.end = time.perf_counter()
+    record.token_times = list(result.event_times)
+    record.first_token = result.first_output
+    record.prompt_tokens = result.prompt_tokens
+    record.output_tokens = result.received_tokens
+    if result.problems:
+        record.error = result.problems[0][:120]
+    elif record.first_token is None:
+        record.error = "no tokens"
+    elif not result.finished:
+        record.error = "stream ended without its final event"
+    else:
+        record.ok = True
     return record
 
 
@@ -180,7 +170,7 @@ async def run_load(target: Target, config: BenchConfig, on_done: Callable[[Reque
     prompts = load_prompts(config)
     rng = random.Random(config.seed)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(timeout=config.timeout_s, limits=limits, trust_env=False) as client:
+    async with httpx.AsyncClient(timeout=timeouts(config.timeout_s), limits=limits, trust_env=False) as client:
         for i in range(config.warmup):
             await one_request(client, target, config, prompts[i % len(prompts)])
         records: list[RequestRecord] = []
@@ -192,8 +182,8 @@ async def run_load(target: Target, config: BenchConfig, on_done: Callable[[Reque
         def more() -> bool:
             return (total is None or issued < total) and (deadline is None or time.perf_counter() < deadline)
 
-        async def run(prompt: str) -> None:
-            record = await one_request(client, target, config, prompt)
+        async def run(prompt: str, scheduled: float | None = None) -> None:
+            record = await one_request(client, target, config, prompt, scheduled)
             records.append(record)
             if on_done:
                 on_done(record)
@@ -204,11 +194,11 @@ async def run_load(target: Target, config: BenchConfig, on_done: Callable[[Reque
             while more():
                 prompt = prompts[issued % len(prompts)]
                 issued += 1
-                tasks.append(asyncio.create_task(run(prompt)))
+                tasks.append(asyncio.create_task(run(prompt, next_at)))
                 next_at += rng.expovariate(config.rate)  # Poisson arrivals
-                delay = next_at - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                # Always yield, also when behind schedule: the requests just created must start sending now,
+                # not after the arrival loop has caught up (that queued them inside the client).
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
             await asyncio.gather(*tasks)
         else:
             async def worker() -> None:
@@ -221,6 +211,19 @@ async def run_load(target: Target, config: BenchConfig, on_done: Callable[[Reque
         return records, time.perf_counter() - start
 
 
+def arrival(records: list[RequestRecord], config: BenchConfig) -> dict[str, Any]:
+    """Requested vs achieved arrival rate and how late requests left the client (open loop only)."""
+    if not config.rate:
+        return {"requested_rate": None, "achieved_rate": None, "lag_ms": percentiles([]), "client_bound": False}
+    starts = sorted(r.start for r in records)
+    achieved = (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 and starts[-1] > starts[0] else None
+    lag = percentiles([r.lag_ms for r in records if r.lag_ms is not None])
+    bound = (achieved is not None and achieved < RATE_SHORTFALL * config.rate) or \
+        (lag["p90"] is not None and lag["p90"] > LAG_WARN_MS)
+    return {"requested_rate": config.rate, "achieved_rate": round(achieved, 3) if achieved else achieved,
+            "lag_ms": lag, "client_bound": bound}
+
+
 def summarize(records: list[RequestRecord], wall_s: float, config: BenchConfig) -> dict[str, Any]:
     ok = [r for r in records if r.ok]
     ttft = [r.ttft_ms for r in ok if r.ttft_ms is not None]
@@ -228,34 +231,63 @@ def summarize(records: list[RequestRecord], wall_s: float, config: BenchConfig) 
     e2e = [r.e2e_ms for r in ok if r.e2e_ms is not None]
     itl = [v for r in ok for v in r.itls_ms]
     output_tokens = sum(r.output_tokens or 0 for r in ok)
+    short = [r for r in ok if r.short]
 
     def meets(r: RequestRecord) -> bool:
-        return (config.slo_ttft_ms is None or (r.ttft_ms or 0) <= config.slo_ttft_ms) and \
-            (config.slo_tpot_ms is None or (r.tpot_ms or 0) <= config.slo_tpot_ms)
+        ttft_ok = config.slo_ttft_ms is None or (r.ttft_ms is not None and r.ttft_ms <= config.slo_ttft_ms)
+        tpot_ok = config.slo_tpot_ms is None or r.tpot_ms is None or r.tpot_ms <= config.slo_tpot_ms
+        return ttft_ok and tpot_ok
 
     good = [r for r in ok if meets(r)]
     return {
         "endpoint": config.endpoint, "requests": len(records), "succeeded": len(ok), "failed": len(records) - len(ok),
+        "complete": len(ok) - len(short), "short": len(short),
         "errors": dict(Counter(r.error or "unknown" for r in records if not r.ok)),
+        "output_tokens_requested": config.output_len * len(ok), "output_tokens": output_tokens,
         "duration_s": round(wall_s, 3), "request_throughput": round(len(ok) / wall_s, 3) if wall_s else None,
         "output_token_throughput": round(output_tokens / wall_s, 3) if wall_s else None,
-        "prompt_tokens": sum(r.prompt_tokens or 0 for r in ok), "output_tokens": output_tokens,
-        "goodput": round(len(good) / wall_s, 3) if wall_s else None, "slo": {"ttft_ms": config.slo_ttft_ms,
-                                                                            "tpot_ms": config.slo_tpot_ms},
+        "prompt_tokens": sum(r.prompt_tokens or 0 for r in ok),
+        "goodput": round(len(good) / wall_s, 3) if wall_s else None, "slo_met": len(good),
+        "slo": {"ttft_ms": config.slo_ttft_ms, "tpot_ms": config.slo_tpot_ms},
         "ttft_ms": percentiles(ttft), "tpot_ms": percentiles(tpot), "itl_ms": percentiles(itl),
-        "e2e_ms": percentiles(e2e), "mindie_names": MINDIE_NAMES,
+        "e2e_ms": percentiles(e2e), "arrival": arrival(records, config), "mindie_names": MINDIE_NAMES,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
 
 
-def plot(records: list[RequestRecord], path: Path) -> None:
-    try:
-        import matplotlib
+def check_output_path(path: Path, flag: str) -> None:
+    """Refuse an output path before the run, not after it has thrown the results away."""
+    if path.is_dir():
+        raise PackError(f"{flag} {path}: is a directory, expected a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise PackError(f"{flag} {path}: the folder {parent} does not exist")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PackError(f"{flag} {path}: not writable")
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise PackError(f"{flag} {path}: cannot create a file in {parent} (permission denied)")
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+
+def write_output(path: Path, flag: str, write: Callable[[Path], None]) -> None:
+    try:
+        write(path)
+    except OSError as exc:
+        raise PackError(f"{flag} {path}: {exc.strerror or exc}") from None
+
+
+def require_plotting() -> None:
+    try:
+        import matplotlib  # noqa: F401
     except ImportError as exc:
         raise PackError("--plot needs matplotlib (pip install 'mindie-pack[plot]')") from exc
+
+
+def plot(records: list[RequestRecord], path: Path) -> None:
+    require_plotting()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     ok = [r for r in records if r.ok]
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for axis, (name, values) in zip(axes.flat[:3], (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -12,9 +11,18 @@ from typing import Any
 import httpx
 import yaml
 
-from mindie_pack.client.sse import iter_sse_data
 from mindie_pack.client.target import Target
+from mindie_pack.client.transport import (
+    DEFAULT_DEADLINE_S,
+    HttpStatusError,
+    NoAnswer,
+    request_sync,
+    stream_sync,
+    timeouts,
+)
 from mindie_pack.errors import PackError
+from mindie_pack.wire.format import request_body
+from mindie_pack.wire.stream import StreamResult
 
 PROMPT = "I love Beijing, because"
 ALL_CHECKS = ("health", "models", "generate", "generate_stream", "infer", "infer_stream", "chat", "chat_stream",
@@ -70,23 +78,31 @@ def _json(response: httpx.Response, what: str) -> Any:
 
 
 class SmokeRunner:
-    def __init__(self, target: Target, client: httpx.Client, max_tokens: int = 16) -> None:
+    def __init__(self, target: Target, client: httpx.Client, max_tokens: int = 16,
+                 timeout_s: float = DEFAULT_DEADLINE_S) -> None:
         self.target = target
         self.client = client
         self.max_tokens = max_tokens
         self.model = target.model
+        self.timeout_s = timeout_s
+
+    def _get(self, url: str) -> httpx.Response:
+        return request_sync(self.client, "GET", url, self.timeout_s)
+
+    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return request_sync(self.client, "POST", self.target.business_url + path, self.timeout_s, body)
 
     # -- checks; each returns the number of generated tokens (or None) -------------------------------------
     def health(self) -> int | None:
         for path in ("/health", "/v2/health/ready"):
-            response = self.client.get(self.target.management_url + path)
+            response = self._get(self.target.management_url + path)
             _need(response.status_code == 200, f"{path} on {self.target.management_url} answered "
                   f"{response.status_code} {response.text[:200]}")
         return None
 
     def models(self) -> int | None:
-        data = _json(self.client.get(self.target.business_url + "/v1/models"), "/v1/models")
-        ids = [m.get("id") for m in data.get("data", [])] if isinstance(data, dict) else []
+        data = _json(self._get(self.target.business_url + "/v1/models"), "/v1/models")
+        ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)] if isinstance(data, dict) else []
         _need(bool(ids), f"/v1/models lists no model: {str(data)[:200]}")
         if self.model is None:
             self.model = ids[0]
@@ -94,85 +110,82 @@ class SmokeRunner:
         return None
 
     def generate(self) -> int | None:
-        body = _json(self.client.post(self.target.business_url + "/generate", json={
-            "inputs": PROMPT, "parameters": {"max_new_tokens": self.max_tokens, "details": True}, "stream": False}),
-            "/generate")
-        _need(isinstance(body, dict) and "generated_text" in body, f"/generate: no generated_text in {str(body)[:200]}")
-        _need(isinstance(body["generated_text"], str) and body["generated_text"] != "", "/generate: empty text")
+        path, payload = request_body("tgi", PROMPT, self.max_tokens, stream=False, details=True)
+        body = _json(self._post(path, payload), path)
+        _need(isinstance(body, dict) and "generated_text" in body, f"{path}: no generated_text in {str(body)[:200]}")
+        _need(isinstance(body["generated_text"], str) and body["generated_text"] != "", f"{path}: empty text")
         details = body.get("details") or {}
-        _need(isinstance(details.get("generated_tokens"), int), "/generate: details.generated_tokens missing")
+        _need(isinstance(details.get("generated_tokens"), int), f"{path}: details.generated_tokens missing")
         return int(details["generated_tokens"])
 
+    def _stream(self, api: str, what: str, *, details: bool = True) -> StreamResult:
+        path, payload = request_body(api, PROMPT, self.max_tokens, model=self.model, stream=True, details=details)
+        try:
+            result = stream_sync(self.client, self.target.business_url + path, payload, api, self.timeout_s)
+        except HttpStatusError as exc:
+            raise CheckFailed(f"{what} {exc}") from None
+        except NoAnswer as exc:
+            raise CheckFailed(f"{what}: {exc}") from None
+        _need(bool(result.events), f"{what}: no stream events")
+        _need(not result.problems, f"{what}: {'; '.join(result.problems)}")
+        _need(result.finished, f"{what}: the stream ended without a final event")
+        _need(result.text != "", f"{what}: empty text")
+        return result
+
     def generate_stream(self) -> int | None:
-        events = self._sse("/generate_stream", {"inputs": PROMPT, "parameters": {"max_new_tokens": self.max_tokens},
-                                                "stream": True})
-        _need(bool(events), "/generate_stream: no SSE events")
-        tokens = [e for e in events if isinstance(e.get("token"), dict) and e.get("generated_text") is None]
-        final = events[-1]
-        _need(isinstance(final.get("generated_text"), str), "/generate_stream: the last event has no generated_text")
-        _need(final["generated_text"] != "", "/generate_stream: empty generated_text")
-        joined = "".join(str(e["token"].get("text") or "") for e in tokens)
-        _need(final["generated_text"] == joined, "/generate_stream: generated_text differs from the streamed "
-              f"tokens ({final['generated_text']!r} vs {joined!r})")
-        return len(tokens)
+        result = self._stream("tgi", "/generate_stream")
+        _need(result.generated_text is not None, "/generate_stream: the last event has no generated_text")
+        _need(result.output_tokens is not None, "/generate_stream: no details.generated_tokens in the last event")
+        return result.received_tokens
 
     def infer(self) -> int | None:
-        body = _json(self.client.post(self.target.business_url + "/infer", json={
-            "inputs": PROMPT, "stream": False, "parameters": {"max_new_tokens": self.max_tokens}}), "/infer")
-        _need(isinstance(body.get("generated_text"), str) and body["generated_text"] != "", "/infer: empty text")
+        path, payload = request_body("infer", PROMPT, self.max_tokens, stream=False, details=True)
+        body = _json(self._post(path, payload), path)
+        _need(isinstance(body, dict) and isinstance(body.get("generated_text"), str) and body["generated_text"] != "",
+              "/infer: empty text")
         details = body.get("details") or {}
         _need(isinstance(details.get("generated_tokens"), int), "/infer: details.generated_tokens missing")
         return int(details["generated_tokens"])
 
     def infer_stream(self) -> int | None:
-        events = self._sse("/infer", {"inputs": PROMPT, "stream": True,
-                                      "parameters": {"max_new_tokens": self.max_tokens}})
-        _need(len(events) >= 2, "/infer stream: fewer than two events")
-        final = events[-1]
-        _need(isinstance(final.get("generated_text"), str) and final["generated_text"] != "",
-              "/infer stream: the last event has no generated_text")
-        return len(events) - 1
+        result = self._stream("infer", "/infer stream")
+        _need(result.generated_text is not None, "/infer stream: the last event has no generated_text")
+        return result.received_tokens
 
     def chat(self) -> int | None:
-        body = _json(self.client.post(self.target.business_url + "/v1/chat/completions", json={
-            "model": self.model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": self.max_tokens,
-            "stream": False}), "/v1/chat/completions")
-        choices = body.get("choices") or []
-        _need(bool(choices) and isinstance(choices[0].get("message"), dict), "/v1/chat/completions: no choices")
+        path, payload = request_body("openai-chat", PROMPT, self.max_tokens, model=self.model, stream=False)
+        body = _json(self._post(path, payload), path)
+        choices = body.get("choices") or [] if isinstance(body, dict) else []
+        _need(bool(choices) and isinstance(choices[0].get("message"), dict), f"{path}: no choices")
         content = choices[0]["message"].get("content")
-        _need(isinstance(content, str) and content != "", "/v1/chat/completions: empty content")
-        _need(choices[0].get("finish_reason") in ("stop", "length"), "/v1/chat/completions: bad finish_reason")
-        return self._usage(body, "/v1/chat/completions")
+        _need(isinstance(content, str) and content != "", f"{path}: empty content")
+        _need(choices[0].get("finish_reason") in ("stop", "length", "tool_calls"), f"{path}: bad finish_reason")
+        return self._usage(body, path)
 
     def chat_stream(self) -> int | None:
-        events = self._sse("/v1/chat/completions", {
-            "model": self.model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": self.max_tokens,
-            "stream": True}, done_marker=True)
-        _need(events[-1] == "[DONE]", "/v1/chat/completions stream: not terminated by data: [DONE]")
-        chunks = events[:-1]
-        _need(all(c.get("object") == "chat.completion.chunk" for c in chunks), "/v1/chat/completions stream: a chunk "
-              "is not chat.completion.chunk")
-        text = "".join(str(c["choices"][0].get("delta", {}).get("content") or "") for c in chunks if c.get("choices"))
-        _need(text != "", "/v1/chat/completions stream: empty content")
-        finish = [c["choices"][0].get("finish_reason") for c in chunks if c.get("choices")]
-        _need(finish[-1] in ("stop", "length"), "/v1/chat/completions stream: no finish_reason in the last chunk")
-        with_usage = [c for c in chunks if c.get("usage")]
-        _need(bool(with_usage), "/v1/chat/completions stream: no usage")
-        return self._usage(with_usage[-1], "/v1/chat/completions stream")
+        what = "/v1/chat/completions stream"
+        result = self._stream("openai-chat", what)
+        _need(result.done_marker, f"{what}: not terminated by data: [DONE]")
+        chunks = [e for e in result.events if isinstance(e, dict)]
+        _need(all(c.get("object") == "chat.completion.chunk" for c in chunks),
+              f"{what}: a chunk is not chat.completion.chunk")
+        _need(result.finish_reason in ("stop", "length", "tool_calls"), f"{what}: no finish_reason")
+        with_usage = [c for c in chunks if isinstance(c.get("usage"), dict)]
+        _need(bool(with_usage), f"{what}: no usage")
+        return self._usage(with_usage[-1], what)
 
     def completions(self) -> int | None:
-        body = _json(self.client.post(self.target.business_url + "/v1/completions", json={
-            "model": self.model, "prompt": PROMPT, "max_tokens": self.max_tokens, "stream": False}),
-            "/v1/completions")
-        choices = body.get("choices") or []
+        path, payload = request_body("openai-completions", PROMPT, self.max_tokens, model=self.model, stream=False)
+        body = _json(self._post(path, payload), path)
+        choices = body.get("choices") or [] if isinstance(body, dict) else []
         _need(bool(choices) and isinstance(choices[0].get("text"), str) and choices[0]["text"] != "",
-              "/v1/completions: empty text")
-        return self._usage(body, "/v1/completions")
+              f"{path}: empty text")
+        return self._usage(body, path)
 
     def metrics(self) -> int | None:
         if not self.target.metrics_url:
             raise _Skip("no metrics URL")
-        response = self.client.get(self.target.metrics_url + "/metrics")
+        response = self._get(self.target.metrics_url + "/metrics")
         if response.status_code == 500 and "MIES_SERVICE_MONITOR_MODE" in response.text:
             raise _Skip("metrics disabled (MIES_SERVICE_MONITOR_MODE is not 1)")
         _need(response.status_code == 200, f"/metrics answered {response.status_code}")
@@ -188,42 +201,25 @@ class SmokeRunner:
               f"{what}: usage.total_tokens != prompt_tokens + completion_tokens")
         return int(usage["completion_tokens"])
 
-    def _sse(self, path: str, payload: dict[str, Any], done_marker: bool = False) -> list[Any]:
-        events: list[Any] = []
-        with self.client.stream("POST", self.target.business_url + path, json=payload) as response:
-            if response.status_code != 200:
-                response.read()
-                raise CheckFailed(f"{path} answered {response.status_code}: {response.text[:300]}")
-            for data in iter_sse_data(response):
-                if data == "[DONE]":
-                    events.append(data)
-                    continue
-                try:
-                    events.append(json.loads(data))
-                except ValueError:
-                    raise CheckFailed(f"{path}: an SSE event is not JSON: {data[:120]!r}") from None
-        if not done_marker:
-            _need(all(isinstance(e, dict) for e in events), f"{path}: unexpected [DONE]")
-        _need(bool(events), f"{path}: no SSE events")
-        return events
-
     def expect(self, cases: list[dict[str, Any]]) -> list[CheckResult]:
         results = []
         for index, case in enumerate(cases):
             name = f"expect[{index}]"
             start = time.perf_counter()
             try:
-                body = _json(self.client.post(self.target.business_url + "/generate", json={
-                    "inputs": case["prompt"], "stream": False, "parameters": {
+                body = _json(self._post("/generate", {
+                    "inputs": case["prompt"], "parameters": {
                         "do_sample": False, "max_new_tokens": int(case.get("max_new_tokens", self.max_tokens))}}),
                     "/generate")
-                text = body.get("generated_text")
+                text = body.get("generated_text") if isinstance(body, dict) else None
                 if "expect" in case:
                     _need(text == case["expect"], f"greedy output {text!r} != expected {case['expect']!r}")
                 if "contains" in case:
                     _need(isinstance(text, str) and case["contains"] in text,
                           f"greedy output {text!r} does not contain {case['contains']!r}")
                 results.append(CheckResult(name, "passed", _ms(start)))
+            except NoAnswer as exc:
+                results.append(CheckResult(name, "failed", _ms(start), None, f"/generate: {exc}"))
             except (CheckFailed, httpx.HTTPError) as exc:
                 results.append(CheckResult(name, "failed", _ms(start), None, str(exc)))
         return results
@@ -256,7 +252,8 @@ def wait_until_ready(target: Target, client: httpx.Client, wait_s: float,
     delay = 0.2
     while True:
         try:
-            if client.get(target.management_url + "/health").status_code == 200:
+            probe = max(0.5, min(5.0, deadline - time.monotonic()))
+            if client.get(target.management_url + "/health", timeout=timeouts(probe)).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass
@@ -269,17 +266,19 @@ def wait_until_ready(target: Target, client: httpx.Client, wait_s: float,
 
 
 def run_smoke(target: Target, *, checks: list[str] | None = None, wait_s: float = 0.0, expect: Path | None = None,
-              max_tokens: int = 16, timeout_s: float = 120.0) -> SmokeReport:
+              max_tokens: int = 16, timeout_s: float = DEFAULT_DEADLINE_S) -> SmokeReport:
+    """Every request is bounded by `timeout_s` (connect within 5 s); a check whose request passes it fails with
+    "no answer in N s"."""
     names = checks or list(ALL_CHECKS)
     unknown = [n for n in names if n not in ALL_CHECKS]
     if unknown:
         raise PackError(f"--checks {unknown[0]!r}: expected some of {', '.join(ALL_CHECKS)}")
     cases = load_expectations(expect) if expect else []
     report = SmokeReport(target)
-    with httpx.Client(timeout=timeout_s, trust_env=False) as client:
+    with httpx.Client(timeout=timeouts(timeout_s), trust_env=False) as client:
         if wait_s > 0:
             wait_until_ready(target, client, wait_s)  # still down afterwards: the checks below say so
-        runner = SmokeRunner(target, client, max_tokens)
+        runner = SmokeRunner(target, client, max_tokens, timeout_s)
         for name in names:
             start = time.perf_counter()
             try:
@@ -289,11 +288,13 @@ def run_smoke(target: Target, *, checks: list[str] | None = None, wait_s: float 
                 report.checks.append(CheckResult(name, "skipped", _ms(start), None, str(exc)))
             except CheckFailed as exc:
                 report.checks.append(CheckResult(name, "failed", _ms(start), None, str(exc)))
+            except NoAnswer as exc:
+                report.checks.append(CheckResult(name, "failed", _ms(start), None, f"{name}: {exc}"))
             except httpx.HTTPError as exc:
                 report.checks.append(CheckResult(name, "failed", _ms(start), None,
                                                  f"{type(exc).__name__}: {exc}"))
         report.checks += runner.expect(cases)
-        if all(c.status == "failed" and ("Connect" in c.detail or "Timeout" in c.detail) for c in report.checks
+        if all(c.status == "failed" and "Connect" in c.detail for c in report.checks
                if c.name in ("health", "models")) and not _reachable(client, target):
             report.unreachable = True
     return report

@@ -120,22 +120,30 @@ def doctor(
 
 def ranktable(
     devices: str = typer.Option(..., "--devices", help="NPU ids in rank order, e.g. 0,1,2,3."),
-    output: Path = typer.Option(..., "--output", "-o", help="Rank table JSON to write."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Rank table JSON to write."),
     ascend_root: Path | None = typer.Option(None, "--ascend-root"),
+    mindie_home: Path | None = typer.Option(None, "--mindie-home", help="Find the Ascend root from MindIE's folder."),
     server_id: str | None = typer.Option(None, "--server-id", help="Host IP (default: this host's address)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table instead of (or besides) writing it."),
 ) -> None:
     """Write the HCCL rank table for this server from `hccn_tool -i N -ip -g`."""
-    inst = discover(ascend_root=ascend_root)
+    if output is None and not as_json:
+        raise PackError("ranktable: give --output FILE, or --json to print the table")
+    inst = discover(ascend_root=ascend_root, mindie_home=mindie_home)
     if inst.hccn_tool is None:
         raise PackError("hccn_tool not found (driver/tools/hccn_tool): it reports each NPU's NIC address")
     ids = _devices(devices, None) or []
     if len(set(ids)) != len(ids):
         raise PackError(f"--devices {devices}: a device is listed twice")
     table = build_rank_table(inst.hccn_tool, ids, server_id)
-    from mindie_pack.config.write import atomic_write_text
+    if output is not None:
+        from mindie_pack.fsutil import atomic_write_text
 
-    atomic_write_text(output, json.dumps(table, indent=2) + "\n", 0o640)
-    out.print(f"wrote {output} ({len(ids)} device(s))")
+        atomic_write_text(output, json.dumps(table, indent=2) + "\n", 0o640)
+    if as_json:
+        typer.echo(json.dumps(table, indent=2))
+    else:
+        out.print(f"wrote {output} ({len(ids)} device(s))")
 
 
 def register(app: typer.Typer) -> None:

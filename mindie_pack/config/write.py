@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mindie_pack.config.render import default_config
+from mindie_pack.fsutil import atomic_write_text  # noqa: F401 - re-exported for older callers
 
 
 @dataclass(frozen=True)
@@ -47,20 +47,6 @@ def diff_lines(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             new = json.dumps(b[key]) if key in b else "<absent>"
             lines.append(f"{key}: {old} -> {new}")
     return lines
-
-
-def atomic_write_text(path: Path, text: str, mode: int = 0o640) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def backup_path(path: Path) -> Path:

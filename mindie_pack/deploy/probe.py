@@ -52,11 +52,23 @@ def one_token_ok(client: httpx.Client, endpoints: Endpoints) -> tuple[bool, str]
         response = client.post(f"{endpoints.business_url}/generate",
                                json={"inputs": "hello", "parameters": {"max_new_tokens": 1}, "stream": False})
     except httpx.HTTPError as exc:
-        return False, str(exc)
+        return False, f"no answer from POST {endpoints.business_url}/generate ({type(exc).__name__}: {exc})"
     if response.status_code != 200:
-        return False, f"/generate answered {response.status_code}: {response.text[:200]}"
+        return False, f"HTTP {response.status_code} from /generate: {response.text[:200]}"
     try:
         ok = isinstance(response.json().get("generated_text"), str)
     except ValueError:
         ok = False
-    return ok, "" if ok else f"/generate answered without generated_text: {response.text[:200]}"
+    return ok, "" if ok else f"a /generate answer without generated_text: {response.text[:200]}"
+
+
+def serving(client: httpx.Client, endpoints: Endpoints) -> tuple[bool, str]:
+    """The three readiness steps in order; on failure, which step failed and what it returned."""
+    if not health_ok(client, endpoints):
+        return False, f"{endpoints.management_url}/health did not answer 200 yet"
+    listed = models_list(client, endpoints)
+    if listed is None or endpoints.model_name not in listed:
+        return False, f"{endpoints.business_url}/v1/models does not list {endpoints.model_name} yet" + (
+            f" (it lists {', '.join(map(str, listed)) or 'nothing'})" if listed is not None else "")
+    ok, why = one_token_ok(client, endpoints)
+    return ok, "" if ok else f"the one-token request returned {why}"

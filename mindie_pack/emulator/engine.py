@@ -22,6 +22,7 @@ class TokenEvent:
     token_id: int
     text: str  # the new piece of text
     elapsed_s: float  # since the request started
+    last: bool | None = None  # True/False when the engine knows whether this is the last token; None: unknown
 
 
 @dataclass
@@ -70,11 +71,19 @@ class RuntimeEngine:
         start = time.perf_counter()
         first: list[float] = []
 
+        count = [0]
+        eos_ids = set(getattr(self.runtime, "eos_token_ids", ()))
+
         def on_token(_: int, token: int, piece: str) -> None:
             now = time.perf_counter() - start
             if not first:
                 first.append(now)
-            loop.call_soon_threadsafe(queue.put_nowait, TokenEvent(token, piece, now))
+            count[0] += 1
+            # The last token is known at once unless stop strings may end the text (then: unknown, None).
+            last: bool | None = count[0] >= params.max_new_tokens or (token in eos_ids and not params.ignore_eos)
+            if not last and params.stop:
+                last = None
+            loop.call_soon_threadsafe(queue.put_nowait, TokenEvent(token, piece, now, last=last))
 
         def work() -> None:
             try:
@@ -126,7 +135,8 @@ class FakeEngine:
                 await asyncio.sleep(self.per_token_s)
             token = (seed + index) % len(self.WORDS)
             result.token_ids.append(token)
-            yield TokenEvent(token, self.decode([token]), time.perf_counter() - start)
+            yield TokenEvent(token, self.decode([token]), time.perf_counter() - start,
+                             last=index == params.max_new_tokens - 1)
         result.text = self.decode(result.token_ids)
         result.finish_reason = "length"
         yield DoneEvent(result, prefill, time.perf_counter() - start)

@@ -1,4 +1,8 @@
-"""The emulator's HTTP servers (starlette on uvicorn): business, management and metrics planes as in MindIE."""
+"""The emulator's HTTP servers (starlette on uvicorn): business, management and metrics planes as in MindIE.
+
+Bodies and stream events come from `mindie_pack.wire.format` (MindIE 2.3.0's shapes, with their sources); this
+module decides status codes, limits and the lifecycle (not ready -> ready -> stopping/draining).
+"""
 
 from __future__ import annotations
 
@@ -13,46 +17,56 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from mindie_pack.emulator import metrics as prom
 from mindie_pack.emulator.engine import DoneEvent, Engine, TokenEvent
 from mindie_pack.emulator.protocol import RequestError, error_response, generation_params, parse_json, prompt_text
 from mindie_pack.runtime.api import GenerationParams
+from mindie_pack.wire import format as wire
 
-FAULT_ENV = "MINDIE_EMULATOR_FAULT"  # wrong-shape | error-status | empty-text (for smoke tests of clients)
-
-
-@dataclass
-class Stats:
-    received: int = 0
-    success: int = 0
-    failed: int = 0
-    running: int = 0
-    prompt_tokens: int = 0
-    generation_tokens: int = 0
-    ttft_sum: float = 0.0
-    tpot_sum: float = 0.0
+FAULT_ENV = "MINDIE_EMULATOR_FAULT"  # wrong-shape | error-status | empty-text | silent | keepalive-forever
 
 
 @dataclass
 class ServiceState:
-    engine: Engine
     config: dict[str, Any]
+    engine: Engine | None = None
     ready: bool = False
     stopped: bool = False
-    stats: Stats = field(default_factory=Stats)
-
-    @property
-    def model_name(self) -> str:
-        return str(self._model()["modelName"])
+    stats: prom.Stats = field(default_factory=prom.Stats)
+    started: int = field(default_factory=lambda: int(time.time()))
+    idle: asyncio.Event | None = None  # set while no request is running (for /stopService's drain)
+    abnormal: str | None = None  # multi-node: why a node was lost (health then answers 500)
 
     def _model(self) -> dict[str, Any]:
         return self.config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]
 
     @property
+    def model_name(self) -> str:
+        return str(self._model()["modelName"])
+
+    @property
+    def weight_path(self) -> str:
+        return str(self._model().get("modelWeightPath", ""))
+
+    @property
+    def deploy(self) -> dict[str, Any]:
+        return self.config["BackendConfig"]["ModelDeployConfig"]
+
+    @property
     def max_seq_len(self) -> int:
-        return int(self.config["BackendConfig"]["ModelDeployConfig"]["maxSeqLen"])
+        return int(self.deploy["maxSeqLen"])
+
+    @property
+    def max_input_len(self) -> int:
+        """llm_manager_v2/impl/llm_manager_impl.cpp:1455-1457: min(maxInputTokenLen, maxSeqLen - 1)."""
+        return min(int(self.deploy.get("maxInputTokenLen", self.max_seq_len)), self.max_seq_len - 1)
+
+    @property
+    def truncation(self) -> bool:
+        return bool(self.deploy.get("truncation", False))
 
     @property
     def max_iter_times(self) -> int:
@@ -61,65 +75,116 @@ class ServiceState:
     def fault(self) -> str:
         return os.environ.get(FAULT_ENV, "")
 
+    def busy(self, delta: int) -> None:
+        self.stats.running += delta
+        if self.idle is None:
+            self.idle = asyncio.Event()
+        if self.stats.running == 0:
+            self.idle.set()
+        else:
+            self.idle.clear()
 
-def _sse(data: Any) -> bytes:
-    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+@dataclass
+class Step:
+    """One token of a generation, `done` set on the last one (the real server's final event carries it)."""
+    token: TokenEvent | None
+    done: DoneEvent | None
 
 
 class Generation:
     """One request through the engine, with the bookkeeping for /metrics and the fault injection."""
 
     def __init__(self, state: ServiceState, text: str, params: GenerationParams) -> None:
+        assert state.engine is not None
         self.state = state
-        self.prompt = state.engine.encode(text)
-        budget = max(1, state.max_seq_len - len(self.prompt))
-        if len(self.prompt) >= state.max_seq_len:
-            raise RequestError(422, f"Input validation error: the input has {len(self.prompt)} tokens, maxSeqLen is "
-                               f"{state.max_seq_len}")
+        prompt = state.engine.encode(text)
+        limit = state.max_input_len
+        if len(prompt) > limit:
+            if not state.truncation:  # llm_manager_impl.cpp:1382 -> 424 (single_llm_pnd_req_handler.cpp:101-105)
+                raise RequestError(424, f"This model's maximum input ids length cannot be greater than {limit},"
+                                   f"the input ids length is {len(prompt)}")
+            prompt = prompt[:limit]  # llm_manager_impl.cpp:1448-1449 keeps the first g_truncLen ids
+        self.prompt = prompt
+        budget = max(1, state.max_seq_len - len(prompt))  # REACH_MAX_SEQ_LEN ends with "length"
         self.params = GenerationParams(**{**params.__dict__, "max_new_tokens": min(params.max_new_tokens, budget)})
         self.done: DoneEvent | None = None
+        self.token_ids: list[int] = []
 
-    async def events(self) -> AsyncIterator[TokenEvent | DoneEvent]:
+    async def _events(self) -> AsyncIterator[TokenEvent | DoneEvent]:
+        assert self.state.engine is not None
         stats = self.state.stats
         stats.received += 1
-        stats.running += 1
+        self.state.busy(+1)
         try:
             async for event in self.state.engine.stream(self.prompt, self.params):
                 if isinstance(event, DoneEvent):
                     self.done = event
                     result = event.result
                     stats.success += 1
+                    n = len(result.token_ids)
                     stats.prompt_tokens += len(result.prompt_token_ids)
-                    stats.generation_tokens += len(result.token_ids)
-                    stats.ttft_sum += event.prefill_s
-                    if len(result.token_ids) > 1:
-                        stats.tpot_sum += (event.total_s - event.prefill_s) / (len(result.token_ids) - 1)
+                    stats.generation_tokens += n
+                    stats.ttft.observe(event.prefill_s)
+                    stats.e2e.observe(event.total_s)
+                    stats.prompt_hist.observe(len(result.prompt_token_ids))
+                    stats.generation_hist.observe(n)
+                    if n > 1:
+                        stats.tpot.observe((event.total_s - event.prefill_s) / (n - 1))
                     if self.state.fault() == "empty-text":
                         result.text = ""
+                else:
+                    self.token_ids.append(event.token_id)
                 yield event
         except Exception:
             stats.failed += 1
             raise
         finally:
-            stats.running -= 1
+            self.state.busy(-1)
+
+    async def steps(self) -> AsyncIterator[Step]:
+        """Tokens as they come, the last one paired with the DoneEvent. A token is held back only when the engine
+        cannot tell whether it is the last one (stop strings)."""
+        held: TokenEvent | None = None
+        async for event in self._events():
+            if isinstance(event, TokenEvent):
+                if held is not None:
+                    yield Step(held, None)
+                    held = None
+                if event.last is False:
+                    yield Step(event, None)
+                else:
+                    held = event
+            else:
+                yield Step(held, event)
+                return
 
     async def run(self) -> DoneEvent:
-        async for _ in self.events():
+        async for _ in self._events():
             pass
         assert self.done is not None
         return self.done
 
 
-def _finish(reason: str) -> str:
-    return "stop" if reason in ("eos", "stop") else "length"
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def _decode_times(done: DoneEvent, token_times: list[float]) -> list[int]:
+    return [_ms(b - a) for a, b in zip(token_times, token_times[1:], strict=False)]
 
 
 def build_business_app(state: ServiceState) -> Starlette:
     async def guard(request: Request) -> dict[str, Any]:
-        if state.stopped:
-            raise RequestError(503, "The service has been stopped.")
-        if state.fault() == "error-status":
+        if state.stopped:  # sri/single_req_infer_interface_base.cpp:351-358 (no period)
+            raise RequestError(503, "The service has been stopped")
+        if not state.ready or state.engine is None:
+            raise RequestError(503, "The service is not ready")
+        fault = state.fault()
+        if fault == "error-status":
             raise RequestError(500, "Failed to get engine response (injected fault).")
+        if fault == "silent":  # accepts the request and never answers (client timeout tests)
+            await asyncio.Event().wait()
         return parse_json(await request.body())
 
     def handler(func: Any) -> Any:
@@ -132,107 +197,130 @@ def build_business_app(state: ServiceState) -> Starlette:
                 return error_response(500, f"Incomplete Generation: {exc}")
         return wrapped
 
+    def stream_response(chunks: AsyncIterator[bytes]) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            if state.fault() == "keepalive-forever":  # streams SSE comments and never an event
+                while True:
+                    yield b": keep-alive\n\n"
+                    await asyncio.sleep(0.2)
+            async for chunk in chunks:
+                yield chunk
+        return StreamingResponse(body(), media_type=wire.STREAM_CONTENT_TYPE)
+
     async def models(request: Request) -> Response:
-        name = state.model_name
-        root = str(state.engine.model_dir.name) if state.engine.model_dir else name
-        return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "created": int(time.time()),
-                                                         "owned_by": "MindIE Server", "root": root}]})
+        return Response(wire.models_list_text(state.model_name, state.weight_path), media_type="application/json")
+
+    async def model(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name != state.model_name:  # http_handler.cpp GetRequestModelConfig
+            return error_response(404, f"Model {name} not found.")
+        return JSONResponse(wire.model_card(name, state.started))
 
     async def generate(request: Request) -> Response:
         body = await guard(request)
-        if "inputs" in body:
-            return await _tgi(body, stream=bool(body.get("stream", False)))
-        if "prompt" in body:
+        if isinstance(body.get("inputs"), str):
+            return await _tgi(body, stream=False)  # TGI through /generate is never streamed
+        if isinstance(body.get("prompt"), str):
             return await _vllm(body)
-        raise RequestError(422, "`inputs` or `prompt` must be necessary and data type must be string, and "
-                           "length in (0, 4194304]")
+        raise RequestError(422, wire.GENERATE_DISPATCH_ERROR)
 
     async def generate_stream(request: Request) -> Response:
         body = await guard(request)
         return await _tgi(body, stream=True)
 
-    def _tgi_details(done: DoneEvent, params: GenerationParams) -> dict[str, Any]:
-        result = done.result
-        return {"prompt_tokens": len(result.prompt_token_ids), "finish_reason": _finish(result.finish_reason),
-                "generated_tokens": len(result.token_ids), "seed": params.seed,
-                "tokens": [{"id": t, "text": state.engine.decode([t]), "logprob": None, "special": False}
-                           for t in result.token_ids], "prefill": []}
-
-    async def _tgi(body: dict[str, Any], *, stream: bool) -> Response:
+    def _tgi_params(body: dict[str, Any]) -> tuple[str, dict[str, Any], GenerationParams]:
         text = prompt_text(body.get("inputs"), "inputs")
         raw = body.get("parameters") or {}
-        params = generation_params(raw, max_tokens_key="max_new_tokens", default_max=min(state.max_iter_times, 20))
+        if not isinstance(raw, dict):
+            raise RequestError(422, "value type of \"parameters\" is invalid")
+        params = generation_params(raw, max_tokens_key="max_new_tokens", default_max=wire.MAX_NEW_TOKENS_DEFAULT,
+                                   allow_zero_temperature=False)
+        return text, raw, params
+
+    async def _tgi(body: dict[str, Any], *, stream: bool) -> Response:
+        text, raw, params = _tgi_params(body)
+        details = bool(raw.get("details")) or bool(raw.get("decoder_input_details"))
         gen = Generation(state, text, params)
         if not stream:
             done = await gen.run()
             if state.fault() == "wrong-shape":
                 return JSONResponse({"generated": done.result.text})
-            out: dict[str, Any] = {"generated_text": done.result.text}
-            if raw.get("details"):
-                out["details"] = _tgi_details(done, params)
-            return JSONResponse(out)
+            result = done.result
+            return JSONResponse(wire.tgi_body(result.text, details=details, prompt_tokens=len(gen.prompt),
+                                              finish_reason=wire.tgi_finish_reason(result.finish_reason),
+                                              token_ids=result.token_ids, seed=params.seed))
 
         async def events() -> AsyncIterator[bytes]:
-            async for event in gen.events():
-                if isinstance(event, TokenEvent):
-                    yield _sse({"token": {"id": event.token_id, "text": event.text, "logprob": None, "special": False},
-                                "generated_text": None, "details": None})
-                else:
-                    yield _sse({"token": None, "generated_text": event.result.text,
-                                "details": _tgi_details(event, params)})
-        return StreamingResponse(events(), media_type="text/event-stream")
+            async for step in gen.steps():
+                final = None
+                if step.done is not None:
+                    result = step.done.result
+                    final = {"generated_text": result.text, "details": wire.tgi_stream_details(
+                        prompt_tokens=len(gen.prompt), finish_reason=wire.tgi_finish_reason(result.finish_reason),
+                        generated_tokens=len(result.token_ids), seed=params.seed) if details else None}
+                if step.token is None:  # the engine ended without a token to attach the end to
+                    if final is not None:
+                        yield wire.sse({"token": None, **final})
+                    continue
+                yield wire.sse(wire.tgi_event(step.token.token_id, step.token.text, final=final))
+        return stream_response(events())
 
     async def _vllm(body: dict[str, Any]) -> Response:
         text = prompt_text(body.get("prompt"), "prompt")
-        params = generation_params(body, max_tokens_key="max_tokens", default_max=min(state.max_iter_times, 16))
+        params = generation_params(body, max_tokens_key="max_tokens", default_max=state.max_iter_times,
+                                   allow_zero_temperature=True)
         gen = Generation(state, text, params)
         if not body.get("stream"):
             done = await gen.run()
-            return JSONResponse({"text": [text + done.result.text]})
+            return JSONResponse(wire.vllm_body(text, done.result.text))
 
-        async def chunks() -> AsyncIterator[bytes]:  # legacy vLLM api_server: JSON objects separated by \0
-            async for event in gen.events():
-                if isinstance(event, TokenEvent):
-                    yield json.dumps({"text": [event.text]}, ensure_ascii=False).encode() + b"\0"
-        return StreamingResponse(chunks(), media_type="application/json")
+        async def chunks() -> AsyncIterator[bytes]:
+            async for step in gen.steps():
+                if step.token is not None:
+                    yield wire.vllm_chunk(step.token.text)
+        return stream_response(chunks())
 
     async def infer(request: Request) -> Response:
         body = await guard(request)
-        text = prompt_text(body.get("inputs"), "inputs")
-        raw = body.get("parameters") or {}
-        params = generation_params(raw, max_tokens_key="max_new_tokens", default_max=min(state.max_iter_times, 20))
+        text, raw, params = _tgi_params(body)
+        details = bool(raw.get("details"))
         gen = Generation(state, text, params)
-
-        def details(done: DoneEvent) -> dict[str, Any]:
-            return {"finish_reason": _finish(done.result.finish_reason), "generated_tokens": len(done.result.token_ids),
-                    "generated_token_ids": done.result.token_ids, "seed": params.seed,
-                    "prompt_tokens": len(done.result.prompt_token_ids)}
-
         if not body.get("stream"):
             done = await gen.run()
-            return JSONResponse({"generated_text": done.result.text, "details": details(done)})
+            result = done.result
+            return JSONResponse(wire.infer_body(result.text, details=details,
+                                                finish_reason=wire.tgi_finish_reason(result.finish_reason),
+                                                token_ids=result.token_ids, seed=params.seed))
 
         async def events() -> AsyncIterator[bytes]:
-            last = 0.0
-            async for event in gen.events():
-                if isinstance(event, TokenEvent):
-                    first = last == 0.0
-                    yield _sse({"prefill_time": round(event.elapsed_s * 1000, 3) if first else None,
-                                "decode_time": None if first else round((event.elapsed_s - last) * 1000, 3),
-                                "token": {"id": event.token_id, "text": event.text}})
-                    last = event.elapsed_s
-                else:
-                    yield _sse({"prefill_time": None, "decode_time": None, "token": {"id": None, "text": None},
-                                "generated_text": event.result.text, "details": details(event)})
-        return StreamingResponse(events(), media_type="text/event-stream")
+            last = None
+            async for step in gen.steps():
+                token = step.token
+                now = token.elapsed_s if token is not None else (step.done.total_s if step.done else 0.0)
+                prefill, decode = (_ms(now), None) if last is None else (None, _ms(now - last))
+                last = now
+                final = None
+                if step.done is not None:
+                    result = step.done.result
+                    final = {"generated_text": result.text, "details": wire.infer_stream_details(
+                        finish_reason=wire.tgi_finish_reason(result.finish_reason),
+                        generated_tokens=len(result.token_ids), seed=params.seed) if details else None}
+                token_id = token.token_id if token is not None else (gen.token_ids[-1] if gen.token_ids else 0)
+                yield wire.sse(wire.infer_event(token_id, token.text if token else "", prefill_ms=prefill,
+                                                decode_ms=decode, final=final))
+        return stream_response(events())
 
     def _check_model(body: dict[str, Any]) -> None:
-        if body.get("model") != state.model_name:
-            raise RequestError(404, f"Model {body.get('model')} not found.")
-
-    def _usage(done: DoneEvent) -> dict[str, int]:
-        prompt, completion = len(done.result.prompt_token_ids), len(done.result.token_ids)
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        """sri/single_req_vllm_openai_infer_interface.cpp:597-619: both are 422 Input Validation Error."""
+        name = body.get("model")
+        if name is None:
+            raise RequestError(422, "Request contains not model or model null")
+        if not isinstance(name, str):
+            raise RequestError(422, "Request param model must be string")
+        if not name:
+            raise RequestError(422, "Request param model must be not empty")
+        if name != state.model_name:
+            raise RequestError(422, "Model not found")
 
     async def chat(request: Request) -> Response:
         body = await guard(request)
@@ -240,56 +328,63 @@ def build_business_app(state: ServiceState) -> Starlette:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise RequestError(422, "Input validation error: messages must be a non-empty list of objects")
+        assert state.engine is not None
         text = state.engine.chat_prompt([{"role": str(m.get("role")), "content": str(m.get("content"))}
                                          for m in messages])
-        params = generation_params(body, max_tokens_key="max_tokens", default_max=min(state.max_iter_times, 16))
+        params = generation_params(body, max_tokens_key="max_tokens", default_max=state.max_iter_times,
+                                   allow_zero_temperature=True)
         return await _openai(body, text, params, chat=True)
 
     async def completions(request: Request) -> Response:
         body = await guard(request)
         _check_model(body)
         text = prompt_text(body.get("prompt"), "prompt")
-        params = generation_params(body, max_tokens_key="max_tokens", default_max=min(state.max_iter_times, 16))
+        params = generation_params(body, max_tokens_key="max_tokens", default_max=state.max_iter_times,
+                                   allow_zero_temperature=True)
         return await _openai(body, text, params, chat=False)
 
     async def _openai(body: dict[str, Any], text: str, params: GenerationParams, *, chat: bool) -> Response:
         gen = Generation(state, text, params)
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
-        kind = "chat.completion" if chat else "text_completion"
+        model_name = state.model_name
         if not body.get("stream"):
-            done = await gen.run()
-            choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": _finish(done.result.finish_reason)}
+            token_times: list[float] = []
+            async for event in gen._events():
+                if isinstance(event, TokenEvent):
+                    token_times.append(event.elapsed_s)
+            done = gen.done
+            assert done is not None
+            result = done.result
+            n = len(result.token_ids)
+            usage = {"prompt_tokens": len(gen.prompt), "completion_tokens": n, "batch_size": [1] * n,
+                     "queue_wait_time": [0] * n}
+            reason = wire.openai_finish_reason(result.finish_reason)
             if chat:
-                choice["message"] = {"role": "assistant", "content": done.result.text, "tool_calls": []}
-            else:
-                choice.update(text=done.result.text, stop_reason=None)
-            return JSONResponse({"id": ident, "object": kind, "created": created, "model": state.model_name,
-                                 "choices": [choice], "usage": _usage(done),
-                                 "prefill_time": round(done.prefill_s * 1000, 3)})
+                return JSONResponse(wire.chat_body(ident, created, model_name, result.text, reason, **usage,
+                                                   prefill_ms=_ms(done.prefill_s),
+                                                   decode_ms=_decode_times(done, token_times)))
+            return JSONResponse(wire.completion_body(ident, created, model_name, result.text, reason, **usage))
 
-        def chunk(delta: dict[str, Any] | str, finish: str | None, usage: dict[str, int] | None = None) -> bytes:
-            choice = {"index": 0, "logprobs": None, "finish_reason": finish}
-            choice.update({"delta": delta} if chat else {"text": delta, "stop_reason": None})
-            data: dict[str, Any] = {"id": ident, "object": f"{kind}.chunk" if chat else kind, "created": created,
-                                    "model": state.model_name, "choices": [choice]}
-            if usage is not None:
-                data["usage"] = usage
-            return _sse(data)
+        build = wire.chat_chunk if chat else wire.completion_chunk
 
         async def events() -> AsyncIterator[bytes]:
-            if chat:
-                yield chunk({"role": "assistant", "content": ""}, None)
-            async for event in gen.events():
-                if isinstance(event, TokenEvent):
-                    yield chunk({"content": event.text} if chat else event.text, None)
-                else:
-                    yield chunk({} if chat else "", _finish(event.result.finish_reason), _usage(event))
-            yield _sse("[DONE]")
-        return StreamingResponse(events(), media_type="text/event-stream")
+            if chat:  # the first chunk: role and empty content
+                yield wire.sse(wire.chat_chunk(ident, created, model_name, ""))
+            async for step in gen.steps():
+                finish = None
+                if step.done is not None:
+                    result = step.done.result
+                    n = len(result.token_ids)
+                    finish = {"finish_reason": wire.openai_finish_reason(result.finish_reason),
+                              "usage": wire.usage(len(gen.prompt), n, [1] * n, [0] * n)}
+                piece = step.token.text if step.token is not None else ""
+                yield wire.sse(build(ident, created, model_name, piece, finish=finish))
+            yield wire.DONE
+        return stream_response(events())
 
-    routes = [Route("/v1/models", handler(models)), Route("/generate", handler(generate), methods=["POST"]),
-              Route("/", handler(generate), methods=["POST"]),
+    routes = [Route("/v1/models", handler(models)), Route("/v1/models/{name}", handler(model)),
+              Route("/generate", handler(generate), methods=["POST"]),
               Route("/generate_stream", handler(generate_stream), methods=["POST"]),
               Route("/infer", handler(infer), methods=["POST"]),
               Route("/v1/chat/completions", handler(chat), methods=["POST"]),
@@ -298,50 +393,65 @@ def build_business_app(state: ServiceState) -> Starlette:
 
 
 def build_management_app(state: ServiceState) -> Starlette:
-    async def health(request: Request) -> Response:
+    def unhealthy() -> Response | None:
+        """http_handler.cpp:440-452 CheckHealthAndStop: stopped -> 503 with a body; not healthy -> 503, no body."""
         if state.stopped:
             return error_response(503, "The service has been stopped.")
-        return Response(status_code=200 if state.ready else 503)
-
-    async def live(request: Request) -> Response:
-        return Response(status_code=200) if not state.stopped else JSONResponse({"message": "Service is abnormal"},
-                                                                                 status_code=500)
-
-    async def ready(request: Request) -> Response:
-        if state.stopped or not state.ready:
+        if not state.ready:
             return Response(status_code=503)
-        return Response(status_code=200)
+        if state.abnormal:
+            # HandleGetHealthStatus (http_handler.cpp:1227-1262): 500 whose error is itself a JSON string
+            return error_response(500, json.dumps({"message": "Abnormal node detected", "detail": state.abnormal}))
+        return None
+
+    async def health(request: Request) -> Response:
+        # /health, /v2/health/live and /v2/health/ready share the same logic (http_handler.cpp:567-627)
+        return unhealthy() or Response(status_code=200)
 
     async def timed(request: Request) -> Response:
+        """http_handler.cpp:539-560: stopped -> 200 healthy; wait time in [1, 600] s (CheckWaitTime :401-437)."""
+        if state.stopped:
+            return JSONResponse({"status": "healthy"})
         if not state.ready:
             return Response(status_code=503)
         seconds = request.path_params.get("seconds")
-        limit = float(seconds) if seconds else 10.0
+        limit = int(seconds) if seconds is not None else 10
+        if not 1 <= limit <= 600:
+            return error_response(404, "Wait time should be in range of [1, 600], input is not valid")
         try:
             await asyncio.wait_for(Generation(state, "health probe", GenerationParams(max_new_tokens=1)).run(), limit)
         except TimeoutError:
-            return error_response(500, f"Virtual inference timed out after {limit:g} s.")
+            return error_response(500, f"Virtual inference timed out after {limit} s.")
         except Exception as exc:  # noqa: BLE001
             return error_response(500, str(exc))
         return JSONResponse({"status": "healthy"})
 
     async def stop_service(request: Request) -> Response:
+        """http_handler.cpp:851-867: set the stop flag, wait until no request runs, then 200 with no body; a second
+        call is 500 with no body."""
         if state.stopped:
-            return error_response(500, "The service is already stopping.")
-        state.stopped = True  # like the real daemon: refuse new work; the process ends on SIGTERM
+            return Response(status_code=500)
+        state.stopped = True
+        if state.stats.running and state.idle is not None:
+            await state.idle.wait()
         return Response(status_code=200)
 
     async def info(request: Request) -> Response:
-        deploy = state.config["BackendConfig"]["ModelDeployConfig"]
+        """sri/parse_protocol.cpp:300-331."""
+        deploy = state.deploy
         schedule = state.config["BackendConfig"]["ScheduleConfig"]
+        dtype = state.engine.torch_dtype if state.engine else None
         return JSONResponse({"docker_label": None, "max_batch_total_tokens": schedule["maxPrefillTokens"],
                              "max_best_of": 1, "max_concurrent_requests": schedule["maxBatchSize"],
-                             "version": "mindie-pack emulator", "max_input_length": deploy["maxInputTokenLen"],
-                             "models": [{"model_device_type": "npu", "model_dtype": state.engine.torch_dtype,
-                                         "model_id": state.model_name, "model_pipeline_tag": "text-generation",
-                                         "max_total_tokens": deploy["maxSeqLen"]}]})
+                             "max_stop_sequences": None, "max_waiting_tokens": None, "sha": None,
+                             "validation_workers": None, "version": "mindie-pack emulator",
+                             "waiting_served_ratio": None,
+                             "models": [{"model_device_type": "npu", "model_dtype": dtype, "model_id": state.model_name,
+                                         "model_pipeline_tag": "text-generation", "model_sha": None,
+                                         "max_total_tokens": deploy["maxSeqLen"]}],
+                             "max_input_length": deploy["maxInputTokenLen"]})
 
-    routes = [Route("/health", health), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
+    routes = [Route("/health", health), Route("/v2/health/live", health), Route("/v2/health/ready", health),
               Route("/health/timed", timed), Route("/health/timed-{seconds:int}", timed),
               Route("/stopService", stop_service), Route("/info", info)]
     return Starlette(routes=routes)
@@ -349,20 +459,8 @@ def build_management_app(state: ServiceState) -> Starlette:
 
 def build_metrics_app(state: ServiceState) -> Starlette:
     async def metrics(request: Request) -> Response:
-        if os.environ.get("MIES_SERVICE_MONITOR_MODE") != "1":
+        if os.environ.get("MIES_SERVICE_MONITOR_MODE") != "1":  # prometheus_metrics.cpp:41-46
             return error_response(500, "Environment variable MIES_SERVICE_MONITOR_MODE is not set.")
-        s, label = state.stats, f'model_name="{state.model_name}"'
-        done = max(s.success, 1)
-        lines = []
-        for name, kind, value in (
-            ("request_received_total", "counter", s.received), ("request_success_total", "counter", s.success),
-            ("request_failed_total", "counter", s.failed), ("num_requests_running", "gauge", s.running),
-            ("num_requests_waiting", "gauge", 0), ("prompt_tokens_total", "counter", s.prompt_tokens),
-            ("generation_tokens_total", "counter", s.generation_tokens),
-            ("time_to_first_token_seconds", "gauge", round(s.ttft_sum / done, 6)),
-            ("time_per_output_token_seconds", "gauge", round(s.tpot_sum / done, 6)),
-        ):
-            lines += [f"# HELP {name} {name.replace('_', ' ')}", f"# TYPE {name} {kind}", f"{name}{{{label}}} {value}"]
-        return PlainTextResponse("\n".join(lines) + "\n")
+        return Response(prom.render(state.stats, state.model_name), media_type="application/json")
 
     return Starlette(routes=[Route("/metrics", metrics)])

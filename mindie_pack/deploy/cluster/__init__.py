@@ -1,0 +1,1 @@
+"""Multi-node deployments: several servers driven over SSH from one machine."""
