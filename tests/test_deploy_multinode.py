@@ -198,6 +198,7 @@ def test_deploy_status_logs_killed_worker_stop(cli: Callable[..., Any], model_di
 
     logs = cli("logs", "--host", "node2", "-n", "50")
     assert logs.exit_code == 0 and "joined master 127.0.0.2" in logs.stdout
+    _follow_then_interrupt(tmp_path)
     assert "--host is required" in cli("logs").stderr
     assert "not a node of this deployment" in cli("logs", "--host", "node9").stderr
 
@@ -219,6 +220,31 @@ def test_deploy_status_logs_killed_worker_stop(cli: Callable[..., Any], model_di
     assert json.loads(stopped.stdout)["stopped"] is True
     assert _daemons_under(tmp_path) == []  # no process left on any node
     assert not (tmp_path / "controller" / "deployment.json").exists()
+
+
+def _follow_then_interrupt(tmp_path: Path) -> None:
+    """`logs --host node1 -f` streams the node's log over SSH; Ctrl-C ends it here and on the node."""
+    env = {**os.environ, "MINDIE_PACK_STATE_DIR": str(tmp_path / "controller")}
+    follow = subprocess.Popen([str(Path(sys.executable).parent / "mindie-pack"), "logs", "--host", "node1", "-f",
+                               "-n", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert follow.stdout is not None
+        first = [follow.stdout.readline() for _ in range(3)]
+        assert all(first) and any("Daemon start success!" in line or "[multi-node]" in line or "success" in line
+                                  for line in first), first
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=30) == 0
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        remote = [p for p in psutil.process_iter(["cmdline"]) if "--follow" in (p.info.get("cmdline") or [])
+                  and "logs" in (p.info.get("cmdline") or [])]
+        if not remote:
+            break
+        time.sleep(0.2)
+    assert remote == [], "the node's `logs --follow` outlived the session"
 
 
 def test_a_node_that_fails_at_start_is_named_and_the_others_are_stopped(

@@ -222,10 +222,11 @@ def logs(
         names = [h["host"] for h in cluster.cluster["hosts"]]  # type: ignore[attr-defined]
         if host is None:
             raise PackError(f"--host is required for a multi-node deployment: one of {', '.join(names)}")
-        if follow:
-            raise PackError("--follow is not available across SSH yet: run `mindie-pack logs -f` on the node")
-        for line in asyncio.run(cluster_logs(cluster.cluster, host, lines)):  # type: ignore[attr-defined]
-            typer.echo(line)
+        try:
+            asyncio.run(cluster_logs(cluster.cluster, host, lines, follow=follow,  # type: ignore[attr-defined]
+                                     emit=typer.echo))
+        except KeyboardInterrupt:
+            pass
         return
     if host is not None:
         raise PackError("--host: the current deployment runs on this machine only")

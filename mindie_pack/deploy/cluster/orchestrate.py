@@ -342,16 +342,18 @@ async def cluster_status(cluster: dict[str, Any]) -> list[dict[str, Any]]:
             m.node.close()
 
 
-async def cluster_logs(cluster: dict[str, Any], host: str, lines: int) -> list[str]:
+async def cluster_logs(cluster: dict[str, Any], host: str, lines: int, *, follow: bool = False,
+                       emit: Callable[[str], None] = print) -> None:
+    """`logs --host H [-f]`: the node's own `mindie-pack logs`, streamed line by line (until Ctrl-C with -f)."""
     names = [h["host"] for h in cluster["hosts"]]
     if host not in names:
         raise PackError(f"--host {host}: not a node of this deployment ({', '.join(names)})")
     members = await _reconnect({**cluster, "hosts": [h for h in cluster["hosts"] if h["host"] == host]})
     try:
-        result = await members[0].node.pack_cmd(["logs", "-n", str(lines)], timeout=60)
-        if result.code != 0:
-            raise PackError(f"{host}: logs: {_last_line(result.stderr or result.stdout)}")
-        return result.stdout.splitlines()
+        args = ["logs", "-n", str(lines)] + (["--follow"] if follow else [])
+        code, errors = await members[0].node.stream_pack_cmd(args, emit, timeout=None if follow else 60)
+        if code != 0:
+            raise PackError(f"{host}: logs: {_last_line(errors)}")
     finally:
         members[0].node.close()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,29 @@ class Node:
         exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
         command = f"{NODE_STATE}; {exports}exec {self.pack} " + " ".join(shlex.quote(a) for a in args)
         return await self.run(command, timeout=timeout)
+
+    async def stream_pack_cmd(self, args: Sequence[str], emit: Callable[[str], None], *,
+                              timeout: float | None) -> tuple[int, str]:
+        """`mindie-pack ARGS` on the node, its stdout passed on line by line; (exit code, stderr)."""
+        command = f"{NODE_STATE}; exec {self.pack} " + " ".join(shlex.quote(a) for a in args)
+
+        async def pump() -> tuple[int, str]:
+            # Without a deadline (--follow) the remote side gets a terminal, so that closing the session (Ctrl-C
+            # here) hangs it up and the remote `logs -f` ends instead of lingering on the node.
+            options = {"term_type": "dumb"} if timeout is None else {}
+            async with self.conn.create_process(command, **options) as process:
+                async for line in process.stdout:
+                    emit(str(line).rstrip("\r\n"))
+                await process.wait()
+                return (process.exit_status if process.exit_status is not None else 255,
+                        str(await process.stderr.read()))
+
+        try:
+            return await asyncio.wait_for(pump(), timeout)
+        except TimeoutError:
+            raise PackError(f"{self.host}: no end of output in {timeout:g} s from: {self.pack} {args[0]}") from None
+        except OSError as exc:
+            raise PackError(f"{self.host}: the SSH session failed ({exc})") from exc
 
     async def run(self, command: str, *, timeout: float = DEFAULT_COMMAND_TIMEOUT_S) -> RemoteResult:
         try:
