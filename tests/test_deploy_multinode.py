@@ -39,6 +39,15 @@ class Server:
     mindie_home: Path
     port: int
     proc: subprocess.Popen[bytes]
+    sshd_config: Path
+
+    def stop_ssh(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+    def start_ssh(self) -> None:
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.sshd_config)], stderr=subprocess.DEVNULL)
+        _wait_listening(self)
 
 
 def _need_sshd() -> None:
@@ -83,7 +92,8 @@ def servers(tmp_path: Path) -> Iterator[tuple[list[Server], Path, Path]]:
         for index, address in enumerate(ADDRESSES):
             name = f"node{index + 1}"
             root = tmp_path / name
-            emulator = install_emulator(root / "Ascend", mindie_version="2.3.0", fake_model=True)
+            # two NPUs per server: the model needs six, so each node must be judged by its own two
+            emulator = install_emulator(root / "Ascend", mindie_version="2.3.0", fake_model=True, npu_count=2)
             npu = emulator.state()
             npu["device_ips"] = {k: f"192.168.{index + 1}.{int(k) + 10}" for k in npu["device_ips"]}
             emulator.set_state(npu)
@@ -98,28 +108,34 @@ def servers(tmp_path: Path) -> Iterator[tuple[list[Server], Path, Path]]:
                 "SetEnv " + " ".join(f"{k}={v}" for k, v in env.items()), ""]))
             proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(sshd_config)], stderr=subprocess.DEVNULL)
             started.append(Server(name, address, ssh_port, root / "state", emulator.mindie_service,
-                                  free_port_block(), proc))
+                                  free_port_block(), proc, sshd_config))
             config_lines += [f"Host {name}", f"  HostName {address}", f"  Port {ssh_port}", "  User root",
                              f"  IdentityFile {keys / 'client'}", "  IdentitiesOnly yes", ""]
             known.append(f"[{address}]:{ssh_port} {host_pub[0]} {host_pub[1]}")
         ssh_config.write_text("\n".join(config_lines))
         known_hosts.write_text("\n".join(known) + "\n")
-        for server in started:  # sshd listens once it has read its config
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    import socket
-
-                    socket.create_connection((server.address, server.ssh_port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        for server in started:
+            _wait_listening(server)
         yield started, ssh_config, known_hosts
     finally:
         for server in started:
-            server.proc.terminate()
-            server.proc.wait(timeout=10)
+            if server.proc.poll() is None:
+                server.stop_ssh()
         _kill_leftover_daemons(tmp_path)
+
+
+def _wait_listening(server: Server) -> None:
+    """sshd listens once it has read its config."""
+    import socket
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((server.address, server.ssh_port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"sshd on {server.address}:{server.ssh_port} did not listen")
 
 
 def _daemons_under(folder: Path) -> list[psutil.Process]:
@@ -175,6 +191,7 @@ def test_deploy_status_logs_killed_worker_stop(cli: Callable[..., Any], model_di
     # One rank table over the three servers: device IPs as each node's hccn_tool reported them, ranks 0..N-1.
     table = cluster["rank_table"]
     assert table["server_count"] == "3"
+    assert [s["container_ip"] for s in table["server_list"]] == list(ADDRESSES)
     assert [[(d["device_id"], d["device_ip"], d["rank_id"]) for d in s["device"]] for s in table["server_list"]] == [
         [("0", "192.168.1.10", "0"), ("1", "192.168.1.11", "1")],
         [("0", "192.168.2.10", "2"), ("1", "192.168.2.11", "3")],
@@ -215,6 +232,19 @@ def test_deploy_status_logs_killed_worker_stop(cli: Callable[..., Any], model_di
     assert status.exit_code == 1
     assert [n["up"] for n in report["nodes"]] == [False, True, False]
 
+    # A server that cannot be reached is named as down and does not keep the others from being acted on.
+    nodes[1].stop_ssh()
+    status = cli("status", "--json")
+    report = json.loads(status.stdout)
+    assert status.exit_code == 1
+    assert "node2: cannot connect over SSH" in report["nodes"][1]["note"]
+    partial = cli("stop", "--json")
+    assert partial.exit_code == 1
+    results = {r["host"]: r for r in json.loads(partial.stdout)["nodes"]}
+    assert results["node1"]["stopped"] and results["node3"]["stopped"] and not results["node2"]["stopped"]
+    assert "1 node(s) not stopped: node2" in partial.stderr
+    assert (tmp_path / "controller" / "deployment.json").exists()  # kept, so that stop can be run again
+    nodes[1].start_ssh()
     stopped = cli("stop", "--json")
     assert stopped.exit_code == 0, stopped.stdout + stopped.stderr
     assert json.loads(stopped.stdout)["stopped"] is True
@@ -238,9 +268,10 @@ def _follow_then_interrupt(tmp_path: Path) -> None:
         if follow.poll() is None:
             follow.kill()
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        remote = [p for p in psutil.process_iter(["cmdline"]) if "--follow" in (p.info.get("cmdline") or [])
-                  and "logs" in (p.info.get("cmdline") or [])]
+    while time.monotonic() < deadline:  # only this test's nodes: their state folders are under tmp_path
+        remote = [p for p in psutil.process_iter(["cmdline", "environ"])
+                  if "--follow" in (p.info.get("cmdline") or [])
+                  and (p.info.get("environ") or {}).get("MINDIE_PACK_STATE_DIR", "").startswith(str(tmp_path))]
         if not remote:
             break
         time.sleep(0.2)
@@ -279,6 +310,14 @@ def test_bad_cluster_inputs(cli: Callable[..., Any], model_dir: Path, tmp_path: 
     assert twice.exit_code == 2 and "a is listed twice" in twice.stderr
     uneven = cli(*base, "--hosts", "a,b,c,d")
     assert uneven.exit_code == 2 and "built for 6 NPUs, which 4 servers cannot share evenly" in uneven.stderr
+    docker = cli(*base, "--hosts", "a,b", "--docker", "mindie:2.3.0")
+    assert docker.exit_code == 2 and "--docker does not go with --hosts" in docker.stderr
+    dry = cli(*base, "--hosts", "a,b,c", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    plan = json.loads(dry.stdout)
+    assert plan["devices_per_node"] == [0, 1] and plan["world_size"] == 6
+    assert sum("deploy --detach" in line for line in plan["steps"]) == 3
+    assert not (tmp_path / "controller" / "deployment.json").exists()  # nothing was started or recorded
     unknown = cli(*base, "--hosts", "127.0.0.9,127.0.0.10", "--known-hosts", tmp_path / "none",
                   "--ssh-config", tmp_path / "none-config")
     assert unknown.exit_code == 2 and unknown.stderr.startswith("error: 127.0.0.9")

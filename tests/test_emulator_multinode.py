@@ -19,6 +19,7 @@ import pytest
 
 from mindie_pack.emulator.install import install_emulator
 
+from conftest import REPO_ROOT
 from deploy_helpers import build_tiny, free_port_block
 from emulator_helpers import write_config_for
 
@@ -27,15 +28,23 @@ pytestmark = pytest.mark.slow
 NODES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 
+MINDIE_TABLE = REPO_ROOT / "tests" / "fixtures" / "ranktable" / "mindie-llm-2.3.0-ut-ranktable.json"
+
+
 def rank_table(ips: tuple[str, ...] = NODES, per_server: int = 2) -> dict[str, Any]:
+    """MindIE-LLM's own unit-test rank table (its layout: container_ip, no host_nic_ip) stretched to `ips`,
+    `per_server` devices each: only addresses and counts change."""
+    source = json.loads(MINDIE_TABLE.read_text())
+    template = source["server_list"][0]
     servers, rank = [], 0
     for s, ip in enumerate(ips):
         devices = []
         for d in range(per_server):
-            devices.append({"device_id": str(d), "device_ip": f"192.168.{s}.{d + 10}", "rank_id": str(rank)})
+            device = dict(template["device"][d])
+            devices.append({**device, "device_ip": f"10.20.{s}.{d + 2}", "rank_id": str(rank)})
             rank += 1
-        servers.append({"server_id": ip, "device": devices, "host_nic_ip": "reserve"})
-    return {"version": "1.0", "server_count": str(len(ips)), "server_list": servers, "status": "completed"}
+        servers.append({**template, "device": devices, "server_id": ip, "container_ip": ip})
+    return {**source, "server_count": str(len(ips)), "server_list": servers}
 
 
 @dataclass
@@ -69,12 +78,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @contextmanager
-def cluster(setup: tuple[Path, Path], tmp_path: Path, ips: tuple[str, ...], *, table_ips: tuple[str, ...] = NODES,
+def cluster(setup: tuple[Path, Path], tmp_path: Path, ips: tuple[str, ...], *, table: dict[str, Any] | None = None,
             connect_timeout: float = 60, env_edit: dict[str, dict[str, str | None]] | None = None
             ) -> Iterator[dict[str, Any]]:
     model_dir, service = setup
-    table = tmp_path / "ranktable.json"
-    table.write_text(json.dumps(rank_table(table_ips)))
+    table_path = tmp_path / "ranktable.json"
+    table_path.write_text(json.dumps(table or rank_table()))
     link_port = free_port_block(1)
     daemons: dict[str, Daemon] = {}
     ports: dict[str, int] = {}
@@ -87,7 +96,8 @@ def cluster(setup: tuple[Path, Path], tmp_path: Path, ips: tuple[str, ...], *, t
             write_config_for(model_dir, folder / "config.json", port, f"ServerConfig.ipAddress={ip}",
                              f"ServerConfig.managementIpAddress={ip}", "BackendConfig.multiNodesInferEnabled=true",
                              f"BackendConfig.multiNodesInferPort={link_port}", version="2.3.0")
-            env = {**os.environ, "MIES_CONFIG_JSON_PATH": str(folder / "config.json"), "RANK_TABLE_FILE": str(table),
+            env = {**os.environ, "MIES_CONFIG_JSON_PATH": str(folder / "config.json"),
+                   "RANK_TABLE_FILE": str(table_path),
                    "MIES_CONTAINER_IP": ip, "HCCL_CONNECT_TIMEOUT": str(connect_timeout)}
             for key, value in ((env_edit or {}).get(ip) or {}).items():
                 if value is None:
@@ -134,7 +144,8 @@ def test_master_serves_after_every_worker_joined_and_notices_a_lost_worker(setup
             daemons[NODES[0]].wait_for("server 127.0.0.4 (rank 4,5) lost its connection")
             health = client.get(f"http://{NODES[0]}:{ports[NODES[0]] + 1}/health")
             assert health.status_code == 500
-            assert json.loads(health.json()["error"])["message"] == "Abnormal node detected"
+            assert json.loads(health.json()["error"]) == {"message": "Abnormal node detected",
+                                                          "no_contact_node": ["node(127.0.0.4) is abnormal."]}
         # Stopping the master ends the remaining worker.
         os.killpg(daemons[NODES[0]].proc.pid, signal.SIGTERM)
         assert daemons[NODES[0]].proc.wait(timeout=30) == 0
@@ -161,5 +172,24 @@ def test_a_node_without_the_rank_table_or_outside_it_refuses_to_start(setup: tup
     (tmp_path / "b").mkdir()
     with cluster(setup, tmp_path / "b", ("127.0.0.5",)) as running:
         daemon = running["daemons"]["127.0.0.5"]
-        assert "127.0.0.5" in daemon.wait_for("is not a server_id in")
+        assert "MIES_CONTAINER_IP 127.0.0.5" in daemon.wait_for("matches no container_ip or server_id")
         assert daemon.proc.wait(timeout=30) != 0
+
+
+def test_a_rank_table_mindie_would_refuse_is_refused(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    table = rank_table()
+    del table["server_list"][1]["container_ip"]
+    with cluster(setup, tmp_path, NODES[:1], table=table) as running:
+        daemon = running["daemons"][NODES[0]]
+        assert "server_list[1].container_ip: missing or empty" in daemon.wait_for("RANK_TABLE_FILE")
+        assert daemon.proc.wait(timeout=30) != 0
+
+
+def test_workers_are_ready_only_when_every_rank_is_in(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """As HCCL: the group forms when every rank has joined, so a worker's start-up does not succeed while
+    another server is missing."""
+    with cluster(setup, tmp_path, NODES[:2], connect_timeout=4) as running:
+        worker = running["daemons"][NODES[1]]
+        worker.wait_for("connecting to master")
+        assert worker.proc.wait(timeout=30) != 0
+        assert not any("Daemon start success!" in line for line in worker.lines)

@@ -43,7 +43,7 @@ def rank_table(servers: int, per_server: int = 2) -> dict[str, Any]:
         for d in range(per_server):
             devices.append({"device_id": str(d), "device_ip": f"192.168.{s}.{d + 10}", "rank_id": str(rank)})
             rank += 1
-        server_list.append({"server_id": f"10.0.0.{s + 1}", "device": devices, "host_nic_ip": "reserve"})
+        server_list.append({"server_id": f"10.0.0.{s + 1}", "container_ip": f"10.0.0.{s + 1}", "device": devices})
     return {"version": "1.0", "server_count": str(servers), "server_list": server_list, "status": "completed"}
 
 
@@ -182,6 +182,9 @@ def test_multi_server_semantics(cli: Callable[..., Any], config_file: Path, tmp_
     (lambda t: t["server_list"][1]["device"][0].update(device_ip="192.168.0.10"), "device_ip: 192.168.0.10"),
     (lambda t: t["server_list"][2]["device"][0].update(rank_id="7"), "rank_id: expected 4"),
     (lambda t: t["server_list"][2].update(server_id="10.0.0.1"), "10.0.0.1 is listed twice"),
+    # MindIE's own checks (ranktable_config.cpp): container_ip on every server, the same device count everywhere
+    (lambda t: t["server_list"][1].pop("container_ip"), "server_list[1].container_ip: missing or empty"),
+    (lambda t: t["server_list"][2]["device"].pop(), "server_list[2].device: 1 devices, but the first server has 2"),
 ])
 def test_bad_rank_tables_are_refused_with_the_field(cli: Callable[..., Any], config_file: Path, tmp_path: Path,
                                                     table_edit: Callable[[dict[str, Any]], None], message: str) -> None:
@@ -229,7 +232,7 @@ def test_an_existing_manifest_file_is_backed_up(cli: Callable[..., Any], config_
 
 
 def _run_start_script(tmp_path: Path, objects: list[dict[str, Any]], sts_name: str,
-                      ip: str) -> subprocess.CompletedProcess[str]:
+                      ip: str, host_ip: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the pod's start.sh as Kubernetes would: ConfigMap files mounted, the pod's env set (downward API values
     filled in), a stand-in daemon that prints what it was started with."""
     (config_map,) = by_kind(objects, "ConfigMap")
@@ -240,7 +243,10 @@ def _run_start_script(tmp_path: Path, objects: list[dict[str, Any]], sts_name: s
     sts = next(o for o in objects if o["metadata"]["name"] == sts_name)
     env = {"PATH": os.environ["PATH"]}
     for name, value in env_of(sts).items():
-        env[name] = ip if isinstance(value, dict) else value.replace("/mindie-pack", str(mount))
+        if isinstance(value, dict):  # the downward API: the pod's and the host's address
+            env[name] = (host_ip or ip) if value["fieldRef"]["fieldPath"] == "status.hostIP" else ip
+        else:
+            env[name] = value.replace("/mindie-pack", str(mount))
     daemon = tmp_path / "mindieservice_daemon"
     daemon.write_text("#!/bin/bash\necho \"daemon in $PWD ip=$MIES_CONTAINER_IP table=$RANK_TABLE_FILE\"\n")
     daemon.chmod(0o755)
@@ -277,3 +283,35 @@ def test_apply_without_a_cluster_is_one_line(cli: Callable[..., Any], config_fil
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --apply: no Kubernetes cluster configured")
     assert "Traceback" not in result.stderr
+
+
+def test_mindie_llms_own_rank_table_is_accepted_and_rendered(cli: Callable[..., Any], config_file: Path,
+                                                              tmp_path: Path) -> None:
+    """The table MindIE-LLM 2.3.0's config-manager tests load (tests/fixtures/ranktable/SOURCES.md): our checks
+    accept it, and the pods' entrypoint finds master and worker in it the way MindIE does."""
+    table = REPO_ROOT / "tests" / "fixtures" / "ranktable" / "mindie-llm-2.3.0-ut-ranktable.json"
+    from mindie_pack.env.ranktable import rank_table_problems
+
+    assert rank_table_problems(json.loads(table.read_text())) == []
+    config = json.loads(config_file.read_text())
+    config["BackendConfig"]["npuDeviceIds"] = [list(range(8))]
+    eight = tmp_path / "config8.json"
+    eight.write_text(json.dumps(config))
+    objects = render(cli, tmp_path, "--config", eight, "--ranktable", table, "--node-names", "a,b", "--name", "ut")
+    assert by_kind(objects, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"][0]["resources"][
+        "limits"] == {"huawei.com/Ascend910": "8"}
+    assert _run_start_script(tmp_path, objects, "ut-master", "127.0.0.1").returncode == 0
+    worker = _run_start_script(tmp_path, objects, "ut-worker", "10.9.9.9", host_ip="61.47.2.184")
+    assert worker.returncode == 0, worker.stderr  # found by HOST_IP == server_id
+    assert _run_start_script(tmp_path, objects, "ut-worker", "127.0.0.1").returncode == 1
+
+
+def test_https_management_plane_is_probed_over_https(cli: Callable[..., Any], config_file: Path,
+                                                     tmp_path: Path) -> None:
+    config = json.loads(config_file.read_text())
+    config["ServerConfig"]["httpsEnabled"] = True
+    path = tmp_path / "tls.json"
+    path.write_text(json.dumps(config))
+    box = container(by_kind(render(cli, tmp_path, "--config", path), "Deployment")[0])
+    assert {box[p]["httpGet"].get("scheme") for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {
+        "HTTPS"}

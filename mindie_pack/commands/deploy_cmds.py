@@ -71,16 +71,17 @@ def deploy(
         raise PackError("deploy needs --model-dir and --mindie-home (or model.output and deploy.mindie_home in "
                         "the spec)")
     if hosts or (spec and spec.raw.get("hosts")):
+        for flag, given in (("--docker", docker_image), ("--install-config", install_config),
+                            ("--ranktable", ranktable), ("--node-ip", node_ip), ("--detach", detach)):
+            if given:
+                raise PackError(f"{flag} does not go with --hosts (a multi-node deploy runs each node's daemon on "
+                                "the host and writes the rank table itself)")
         _deploy_cluster(spec, hosts, model_dir, mindie_home, ascend_root, devices, world_size, port, timeout,
-                        mindie_version, list(sets), replace, ssh_config, known_hosts, ssh_user, remote_pack, as_json)
+                        mindie_version, list(sets), replace, ssh_config, known_hosts, ssh_user, remote_pack, as_json,
+                        dry_run)
         return
-    device_list = None
-    if devices:
-        try:
-            device_list = [int(d) for d in devices.split(",") if d.strip()]
-        except ValueError:
-            raise PackError(f"--devices {devices!r}: expected comma-separated NPU ids") from None
-    elif spec and spec.section("hardware").get("devices"):
+    device_list = _parse_devices(devices)
+    if device_list is None and spec and spec.section("hardware").get("devices"):
         device_list = list(spec.section("hardware")["devices"])
     options = DeployOptions(model_dir=model_dir, mindie_home=mindie_home, spec=spec, port=port, devices=device_list,
                             timeout_s=timeout, docker_image=docker_image,
@@ -113,35 +114,61 @@ def deploy(
     out.print(f"  metrics:    {state.metrics_url}/metrics")
 
 
+def _parse_devices(devices: str | None) -> list[int] | None:
+    if not devices:
+        return None
+    try:
+        return [int(d) for d in devices.split(",") if d.strip()]
+    except ValueError:
+        raise PackError(f"--devices {devices!r}: expected comma-separated NPU ids") from None
+
+
 def _deploy_cluster(spec: object, hosts: str | None, model_dir: Path, mindie_home: Path, ascend_root: Path | None,
                     devices: str | None, world_size: int | None, port: int | None, timeout: float,
                     mindie_version: str | None, sets: list[str], replace: bool, ssh_config: Path | None,
-                    known_hosts: Path | None, ssh_user: str | None, remote_pack: str, as_json: bool) -> None:
+                    known_hosts: Path | None, ssh_user: str | None, remote_pack: str, as_json: bool,
+                    dry_run: bool) -> None:
     import asyncio
 
     from rich.status import Status
 
-    from mindie_pack.deploy.cluster.orchestrate import ClusterOptions, deploy_cluster, parse_hosts
+    from mindie_pack.deploy.cluster.orchestrate import ClusterOptions, deploy_cluster, describe_cluster, parse_hosts
     from mindie_pack.deploy.cluster.record import clear_previous_cluster, save_cluster
     from mindie_pack.deploy.cluster.ssh import SshSettings
-    from mindie_pack.deploy.state import locked
+    from mindie_pack.deploy.state import clear_state, load_state, locked
     from mindie_pack.spec import Spec
 
     spec_hosts = spec.raw.get("hosts") if isinstance(spec, Spec) else None
-    device_list = None
-    if devices:
-        try:
-            device_list = [int(d) for d in devices.split(",") if d.strip()]
-        except ValueError:
-            raise PackError(f"--devices {devices!r}: expected comma-separated NPU ids") from None
     options = ClusterOptions(hosts=parse_hosts(hosts, spec_hosts), model_dir=model_dir.absolute(),
                              mindie_home=str(mindie_home), ascend_root=str(ascend_root) if ascend_root else None,
-                             devices=device_list, world_size=world_size, port=port, mindie_version=mindie_version,
+                             devices=_parse_devices(devices), world_size=world_size, port=port,
+                             mindie_version=mindie_version,
                              sets=sets, timeout_s=timeout, replace=replace,
                              ssh=SshSettings(ssh_config, known_hosts, ssh_user), pack=remote_pack)
+    if dry_run:
+        plan = describe_cluster(options)
+        if as_json:
+            typer.echo(json.dumps(plan, indent=2))
+        else:
+            for line in plan["steps"]:
+                out.print(line, markup=False)
+        return
     with locked("deploy"), Status("deploying", console=err) as spinner:
         clear_previous_cluster(replace)
-        cluster = asyncio.run(deploy_cluster(options, lambda text: spinner.update(f"deploy: {text}")))
+        try:
+            cluster = asyncio.run(deploy_cluster(options, lambda text: spinner.update(f"deploy: {text}"),
+                                                 record=save_cluster))
+        except (KeyboardInterrupt, asyncio.CancelledError, PackError) as exc:
+            recorded = load_state(required=False)
+            kept = recorded is not None and (recorded.cluster or {}).get("phase") == "failed"
+            if not kept:
+                clear_state()  # nothing of it runs any more
+            if isinstance(exc, PackError):
+                raise
+            raise PackError("deploy interrupted: " + ("some nodes could not be stopped; they stay recorded: run "
+                                                      "`mindie-pack stop`" if kept else
+                                                      "every node started so far was stopped"),
+                            exit_code=130) from None
         state = save_cluster(cluster)
     if as_json:
         typer.echo(json.dumps(state.to_dict(), indent=2))

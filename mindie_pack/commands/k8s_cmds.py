@@ -48,11 +48,10 @@ def _env_pairs(values: list[str]) -> dict[str, str]:
 
 
 def _write_output(path: Path, text: str) -> Path | None:
-    """Atomic write; an existing different file is kept as PATH.bak-TIMESTAMP first. Returns the backup."""
+    """Atomic write; an existing different file is kept as PATH.TIMESTAMP.bak first. Returns the backup."""
     import shutil
-    import time
 
-    from mindie_pack.config.write import atomic_write_text
+    from mindie_pack.config.write import atomic_write_text, backup_path
     from mindie_pack.errors import PackError
 
     backup = None
@@ -60,7 +59,7 @@ def _write_output(path: Path, text: str) -> Path | None:
         if path.is_dir():
             raise PackError(f"{path}: is a directory; --output names the manifest file to write")
         if path.exists() and path.read_text(errors="replace") != text:
-            backup = path.with_name(f"{path.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+            backup = backup_path(path)  # never overwrites an earlier backup
             shutil.copy2(path, backup)
         atomic_write_text(path, text, mode=0o640)
     except OSError as exc:

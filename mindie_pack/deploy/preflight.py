@@ -16,7 +16,8 @@ from mindie_pack.spec import Spec
 
 HOST_COMMAND_ENV = ("MIES_CONFIG_JSON_PATH", "MINDIE_LLM_FRAMEWORK_BACKEND", "MS_SCHED_HOST", "MS_SCHED_PORT",
                     "LCAL_IF_PORT", "ASCEND_RT_VISIBLE_DEVICES", "ENFORCE_EAGER", "RANK_TABLE_FILE",
-                    "MIES_CONTAINER_IP", "MIES_CONTAINER_MANAGEMENT_IP", "HCCL_CONNECT_TIMEOUT", "HCCL_EXEC_TIMEOUT")
+                    "MIES_CONTAINER_IP", "MIES_CONTAINER_MANAGEMENT_IP", "HOST_IP", "HCCL_CONNECT_TIMEOUT",
+                    "HCCL_EXEC_TIMEOUT")
 # One node of a multi-node deployment: HCCL's connect window must cover every node's weight loading (GPUStack sets
 # 7200 s for MindIE; reference mindie-3.0-and-atb.md §3), and no execution timeout. The user's own values win.
 MULTI_NODE_ENV = {"HCCL_CONNECT_TIMEOUT": "7200", "HCCL_EXEC_TIMEOUT": "0"}
@@ -92,7 +93,7 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
                         "mindie-service folder, or install the emulator: mindie-pack emulator install PREFIX)")
     version = options.mindie_version or inst.version("mindie") or "1.0.RC3"
     sets = list(options.sets)
-    role, node_env = _node_role(options)
+    role, node_env, local_devices = _node_role(options)
     if role is not None:
         ip = options.node_ip
         sets += [f"ServerConfig.ipAddress={ip}", f"ServerConfig.managementIpAddress={ip}",
@@ -105,7 +106,10 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     server = config["ServerConfig"]
     ports = sorted({int(server["port"]), int(server["managementPort"]), int(server["metricsPort"])})
     world = int(config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["worldSize"])
-    blocking = [c for c in host_checks(ports, Path.cwd()) + (npu_checks(inst, world) if not options.docker_image
+    # A multi-node daemon takes worldSize and npuDeviceIds from this node's rank-table devices (MindIE-LLM 2.3.0
+    # backend_config.cpp:250-275): this server needs only those.
+    local_world = len(local_devices) if role is not None else world
+    blocking = [c for c in host_checks(ports, Path.cwd()) + (npu_checks(inst, local_world) if not options.docker_image
                 else []) if c.status == "fail" and c.blocking and c.name != "working directory"]
     if blocking:
         first = blocking[0]
@@ -114,8 +118,10 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     deployment_dir = state_dir() / "deployments" / f"{endpoints.model_name}-{stamp}"
     config_path = inst.mindie_service / "conf" / "config.json" if options.install_config \
         else deployment_dir / "config.json"
+    # On a multi-node server the rank table names the physical devices: ASCEND_RT_VISIBLE_DEVICES would renumber
+    # them, so it is left out there.
     env = daemon_environment(ascend_root=inst.root, mindie_home=inst.mindie_service, profile=model.profile,
-                             devices=options.devices, installation=inst).env
+                             devices=None if role is not None else options.devices, installation=inst).env
     env["MIES_CONFIG_JSON_PATH"] = str(config_path)
     env["MINDIE_LOG_TO_STDOUT"] = "1"
     env["MIES_SERVICE_MONITOR_MODE"] = "1"
@@ -133,9 +139,9 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     return plan
 
 
-def _node_role(options: DeployOptions) -> tuple[str | None, dict[str, str]]:
-    """For one node of a multi-node deployment: its role from its place in the rank table (the first server is
-    the master), and the environment MindIE reads on such a node."""
+def _node_role(options: DeployOptions) -> tuple[str | None, dict[str, str], list[str]]:
+    """For one node of a multi-node deployment: its role (the master is the server holding rank 0), the
+    environment MindIE reads on such a node, and the node's devices in the rank table."""
     import json
 
     from mindie_pack.env.ranktable import rank_table_problems
@@ -143,25 +149,32 @@ def _node_role(options: DeployOptions) -> tuple[str | None, dict[str, str]]:
     if options.rank_table is None:
         if options.node_ip:
             raise PackError("--node-ip goes with --ranktable (the node's address in the cluster's rank table)")
-        return None, {}
+        return None, {}, []
     path = options.rank_table
     try:
         table = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise PackError(f"--ranktable {path}: cannot read it as JSON ({exc})") from exc
-    problems = rank_table_problems(table)
+    problems = rank_table_problems(table, multi_node=True)
     if problems:
         raise PackError(f"--ranktable {path}: {problems[0]}")
-    servers = [s["server_id"] for s in table["server_list"]]
+    servers = table["server_list"]
+    names = ", ".join(str(s.get("container_ip") or s["server_id"]) for s in servers)
     if not options.node_ip:
-        raise PackError(f"--node-ip is required with --ranktable: which of {', '.join(servers)} this node is")
-    if options.node_ip not in servers:
-        raise PackError(f"--node-ip {options.node_ip}: not a server_id in {path} ({', '.join(servers)})")
-    role = "master" if servers[0] == options.node_ip else "worker"
-    # MIES_CONTAINER_IP / MIES_CONTAINER_MANAGEMENT_IP override the config's addresses (MindIE-LLM 2.3.0
+        raise PackError(f"--node-ip is required with --ranktable: which of {names} this node is")
+    # ranktable_config.cpp:164: the node is the server whose container_ip is MIES_CONTAINER_IP or whose server_id
+    # is HOST_IP; the master holds rank_id 0 (:192-196).
+    me = next((s for s in servers if options.node_ip in (s.get("container_ip"), s["server_id"])), None)
+    if me is None:
+        raise PackError(f"--node-ip {options.node_ip}: no server in {path} has it as container_ip or server_id "
+                        f"({names})")
+    role = "master" if any(str(d["rank_id"]) == "0" for d in me["device"]) else "worker"
+    # MIES_CONTAINER_IP / MIES_CONTAINER_MANAGEMENT_IP also override the config's addresses (MindIE-LLM 2.3.0
     # config_manager/server_config.cpp:653,663); RANK_TABLE_FILE is read when multiNodesInferEnabled is true.
-    return role, {"RANK_TABLE_FILE": str(path.absolute()), "MIES_CONTAINER_IP": options.node_ip,
-                  "MIES_CONTAINER_MANAGEMENT_IP": options.node_ip, **MULTI_NODE_ENV}
+    env = {"RANK_TABLE_FILE": str(path.absolute()), "MIES_CONTAINER_IP": str(me.get("container_ip") or
+                                                                           options.node_ip),
+           "MIES_CONTAINER_MANAGEMENT_IP": options.node_ip, "HOST_IP": str(me["server_id"]), **MULTI_NODE_ENV}
+    return role, env, [str(d["device_id"]) for d in me["device"]]
 
 
 def write_files(plan: DeployPlan) -> None:

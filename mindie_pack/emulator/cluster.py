@@ -51,10 +51,14 @@ class Member:
 
     @property
     def master_ip(self) -> str:
-        return str(self.servers[0]["server_id"])
+        return address_of(self.servers[0])
 
     def ranks(self, server: dict[str, Any]) -> str:
         return ",".join(str(d["rank_id"]) for d in server["device"])
+
+
+def address_of(server: dict[str, Any]) -> str:
+    return str(server.get("container_ip") or server["server_id"])
 
 
 def member_for(config: dict[str, Any], environ: dict[str, str] | None = None) -> Member | None:
@@ -73,14 +77,29 @@ def member_for(config: dict[str, Any], environ: dict[str, str] | None = None) ->
         servers = list(table["server_list"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ClusterError(f"RANK_TABLE_FILE {table_path}: cannot read the rank table ({exc})") from exc
-    ip = env.get("MIES_CONTAINER_IP") or (config.get("ServerConfig") or {}).get("ipAddress", "")
-    ids = [str(s.get("server_id")) for s in servers]
-    if ip not in ids:
-        raise ClusterError(f"this node's address {ip} (MIES_CONTAINER_IP or ServerConfig.ipAddress) is not a "
-                           f"server_id in {table_path} ({', '.join(ids)})")
+    from mindie_pack.env.ranktable import rank_table_problems
+
+    problems = rank_table_problems(table, multi_node=True)
+    if problems:
+        raise ClusterError(f"RANK_TABLE_FILE {table_path}: {problems[0]}")
+    # ranktable_config.cpp:164: a node is the server whose container_ip is its MIES_CONTAINER_IP (without it, the
+    # real daemon takes its hostname's address; the emulator takes ServerConfig.ipAddress) or whose server_id is
+    # its HOST_IP; the master is the server holding rank 0 (:192-196).
+    container_ip = env.get("MIES_CONTAINER_IP") or (config.get("ServerConfig") or {}).get("ipAddress", "")
+    host_ip = env.get("HOST_IP", "")
+    index = next((i for i, s in enumerate(servers)
+                  if s.get("container_ip") == container_ip or (host_ip and s.get("server_id") == host_ip)), None)
+    if index is None:
+        raise ClusterError(f"this node (MIES_CONTAINER_IP {container_ip or '-'}, HOST_IP {host_ip or '-'}) matches "
+                           f"no container_ip or server_id in {table_path} "
+                           f"({', '.join(str(s.get('container_ip')) for s in servers)})")
+    master = next(i for i, s in enumerate(servers) if any(str(d["rank_id"]) == "0" for d in s["device"]))
+    ordered = [servers[master], *(s for i, s in enumerate(servers) if i != master)]
     timeout = float(env.get("HCCL_CONNECT_TIMEOUT") or DEFAULT_CONNECT_TIMEOUT_S)
     port = int(backend.get("multiNodesInferPort", DEFAULT_MULTI_NODE_PORT))
-    return Member(ip=ip, index=ids.index(ip), servers=servers, port=port, connect_timeout_s=timeout)
+    me = servers[index]
+    return Member(ip=str(me.get("container_ip") or me["server_id"]), index=ordered.index(me), servers=ordered,
+                  port=port, connect_timeout_s=timeout)
 
 
 def _hccl_timeout_lines(member: Member, missing: list[dict[str, Any]]) -> list[str]:
@@ -89,7 +108,7 @@ def _hccl_timeout_lines(member: Member, missing: list[dict[str, Any]]) -> list[s
     lines = [f"[ERROR] HCCL({pid},mindieservice_daemon):{stamp} [hccl_socket_manager.cc] [Wait][LinkEstablish]"
              f"wait socket establish timeout, role[0] rank[{member.ranks(s)}] timeout[{member.connect_timeout_s:g}]"
              for s in missing]
-    names = "; ".join(f"server {s['server_id']} (rank {member.ranks(s)})" for s in missing)
+    names = "; ".join(f"server {address_of(s)} (rank {member.ranks(s)})" for s in missing)
     lines.append(f"EI0006: [PID: {pid}] {stamp} Getting socket times out. Reason: Remote Rank did not send the data "
                  f"in time: {names} never connected within HCCL_CONNECT_TIMEOUT={member.connect_timeout_s:g} s")
     return lines
@@ -108,7 +127,7 @@ async def join(member: Member, log: Log, on_lost: Log) -> asyncio.AbstractServer
 
 
 async def _master(member: Member, log: Log, on_lost: Log) -> asyncio.AbstractServer:
-    expected = {str(s["server_id"]): s for s in member.servers[1:]}
+    expected = {address_of(s): s for s in member.servers[1:]}
     joined: set[str] = set()
     all_in = asyncio.Event()
     if not expected:
@@ -125,13 +144,18 @@ async def _master(member: Member, log: Log, on_lost: Log) -> asyncio.AbstractSer
             writer.write(b'{"ok": false}\n')
             writer.close()
             return
-        writer.write(b'{"ok": true}\n')
-        await writer.drain()
         joined.add(server_id)
         log(f"[multi-node] server {server_id} (rank {member.ranks(expected[server_id])}) connected "
             f"({len(joined)}/{len(expected)})")
         if joined == set(expected):
             all_in.set()
+        try:  # as HCCL: nobody's group is formed before every rank is in
+            await asyncio.wait_for(all_in.wait(), member.connect_timeout_s)
+        except TimeoutError:
+            writer.close()
+            return
+        writer.write(b'{"ok": true}\n')
+        await writer.drain()
         await reader.read()  # until the worker goes away
         if not all_in.is_set() or server_id in member.lost:
             return
@@ -160,7 +184,8 @@ async def _worker(member: Member, log: Log, on_lost: Log) -> None:
                 asyncio.open_connection(member.master_ip, member.port), max(0.1, deadline - time.monotonic()))
             writer.write(json.dumps({"server_id": member.ip}).encode() + b"\n")
             await writer.drain()
-            answer = json.loads((await asyncio.wait_for(reader.readline(), 10)) or b"{}")
+            answer = json.loads((await asyncio.wait_for(reader.readline(),
+                                                        max(1.0, deadline - time.monotonic()))) or b"{}")
             if answer.get("ok"):
                 break
             writer.close()

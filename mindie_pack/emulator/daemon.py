@@ -203,7 +203,7 @@ async def serve(config: dict[str, Any], settings: dict[str, Any], log: DaemonLog
         def lost(reason: str) -> None:
             log(f"[ERROR] [multi-node] {reason}: Abnormal node detected")
             if member.is_master:
-                state.abnormal = reason
+                state.abnormal = (state.abnormal or []) + [reason.split(" (")[0].removeprefix("server ")]
             else:
                 stop_event.set()
 

@@ -38,7 +38,7 @@ class ServiceState:
     stats: prom.Stats = field(default_factory=prom.Stats)
     started: int = field(default_factory=lambda: int(time.time()))
     idle: asyncio.Event | None = None  # set while no request is running (for /stopService's drain)
-    abnormal: str | None = None  # multi-node: why a node was lost (health then answers 500)
+    abnormal: list[str] | None = None  # multi-node: the nodes lost (health then answers 500)
 
     def _model(self) -> dict[str, Any]:
         return self.config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]
@@ -400,8 +400,10 @@ def build_management_app(state: ServiceState) -> Starlette:
         if not state.ready:
             return Response(status_code=503)
         if state.abnormal:
-            # HandleGetHealthStatus (http_handler.cpp:1227-1262): 500 whose error is itself a JSON string
-            return error_response(500, json.dumps({"message": "Abnormal node detected", "detail": state.abnormal}))
+            # HandleGetHealthStatus (http_handler.cpp:1227-1262): 500 whose error is itself a JSON string, encoded
+            # by JsonParse::EncodeAbnormalNodeInfo (parse_protocol.cpp:435-447)
+            return error_response(500, json.dumps({"message": "Abnormal node detected", "no_contact_node": [
+                f"node({node}) is abnormal." for node in state.abnormal]}, separators=(",", ":")))
         return None
 
     async def health(request: Request) -> Response:

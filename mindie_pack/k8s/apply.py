@@ -32,7 +32,16 @@ def apply_objects(objects: list[dict[str, Any]], *, namespace: str | None,
             config.load_incluster_config()
     except ConfigException as exc:
         raise PackError(f"--apply: no Kubernetes cluster configured (kubeconfig or in-cluster): {exc}") from exc
-    client = DynamicClient(ApiClient())
+    try:
+        # A bounded probe first: DynamicClient's constructor runs API discovery without any timeout.
+        from kubernetes.client import VersionApi
+
+        api_client = ApiClient()
+        VersionApi(api_client).get_code(_request_timeout=REQUEST_TIMEOUT_S)
+        client = DynamicClient(api_client)
+    except Exception as exc:  # urllib3/socket errors, an API server that refuses us
+        raise PackError(f"--apply: the Kubernetes API server did not answer ({exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); nothing was applied") from exc
     applied: list[str] = []
     for obj in objects:
         what = f"{obj['kind']}/{obj['metadata']['name']}"

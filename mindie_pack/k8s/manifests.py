@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mindie_pack.deploy.docker_spec import CONTAINER_DAEMON, CONTAINER_SET_ENV, DRIVER_MOUNTS
+from mindie_pack.deploy.preflight import MULTI_NODE_ENV
 from mindie_pack.errors import PackError
 from mindie_pack.resources import data_dir
 
@@ -34,9 +35,6 @@ RING_CONTROLLER = {"910": "ascend-910", "910A": "ascend-910", "910B": "ascend-91
 # MindIE >= 3.0 is the pip-installed mindie_llm package: its entry point, and no mindie-service/set_env.sh.
 DAEMON_3 = "mindie_llm_server"
 SET_ENV_3 = CONTAINER_SET_ENV[:2]
-# HCCL settings for multi-node jobs, as GPUStack sets them for MindIE (reference mindie-3.0-and-atb.md §3):
-# a long connect window because the nodes load weights before they connect, no execution timeout.
-MULTI_NODE_ENV = {"HCCL_CONNECT_TIMEOUT": "7200", "HCCL_EXEC_TIMEOUT": "0"}
 CONFIG_MOUNT = "/mindie-pack"
 WORKDIR = "/tmp/mindie-pack-work"
 # Weight loading speed assumed for the start-up window when the caller gives none: 100 MB/s per node from local
@@ -160,9 +158,12 @@ def _ports(config: dict[str, Any]) -> dict[str, int]:
     return ports
 
 
-def _http_probe(path: str, port: int, *, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "timeoutSeconds": timeout,
-            "failureThreshold": failures}
+def _http_probe(path: str, port: int, *, period: int, failures: int, https: bool,
+                timeout: int = 5) -> dict[str, Any]:
+    get: dict[str, Any] = {"path": path, "port": port}
+    if https:  # the kubelet does not check the certificate of an HTTPS probe
+        get["scheme"] = "HTTPS"
+    return {"httpGet": get, "periodSeconds": period, "timeoutSeconds": timeout, "failureThreshold": failures}
 
 
 def _probes(options: K8sOptions, ports: dict[str, int], role: str) -> dict[str, Any]:
@@ -175,10 +176,13 @@ def _probes(options: K8sOptions, ports: dict[str, int], role: str) -> dict[str, 
         return {}
     failures = math.ceil(startup_window_s(options) / PROBE_PERIOD_S)
     management = ports["management"]
+    # With httpsEnabled the management plane speaks TLS too (MindIE-LLM 2.3.0 http_server.cpp:386).
+    https = bool((options.config.get("ServerConfig") or {}).get("httpsEnabled"))
     return {
-        "startupProbe": _http_probe("/health", management, period=PROBE_PERIOD_S, failures=failures),
-        "readinessProbe": _http_probe("/v2/health/ready", management, period=PROBE_PERIOD_S, failures=3),
-        "livenessProbe": _http_probe("/v2/health/live", management, period=30, failures=3),
+        "startupProbe": _http_probe("/health", management, period=PROBE_PERIOD_S, failures=failures, https=https),
+        "readinessProbe": _http_probe("/v2/health/ready", management, period=PROBE_PERIOD_S, failures=3,
+                                      https=https),
+        "livenessProbe": _http_probe("/v2/health/live", management, period=30, failures=3, https=https),
     }
 
 
@@ -228,6 +232,9 @@ def _env(options: K8sOptions, role: str) -> list[dict[str, Any]]:
     # the pod IP is the host IP the rank table names.
     for name in ("MIES_CONTAINER_IP", "MIES_CONTAINER_MANAGEMENT_IP"):
         env.append({"name": name, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    # A multi-node MindIE finds its rank-table server by MIES_CONTAINER_IP == container_ip or HOST_IP == server_id
+    # (ranktable_config.cpp:164).
+    env.append({"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}})
     return env
 
 

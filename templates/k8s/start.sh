@@ -14,15 +14,20 @@ for script in ${MINDIE_PACK_SET_ENV:-}; do
 done
 set -eu
 if [ -n "${RANK_TABLE_FILE:-}" ]; then
-    python3 - "$RANK_TABLE_FILE" "${MIES_CONTAINER_IP:-}" "${MINDIE_PACK_ROLE:-}" <<'PY'
+    # As MindIE finds its server (ranktable_config.cpp:164): container_ip == MIES_CONTAINER_IP or
+    # server_id == HOST_IP; the master is the server holding rank_id 0.
+    python3 - "$RANK_TABLE_FILE" "${MIES_CONTAINER_IP:-}" "${HOST_IP:-}" "${MINDIE_PACK_ROLE:-}" <<'PY'
 import json, sys
-path, ip, role = sys.argv[1:4]
-servers = [s["server_id"] for s in json.load(open(path))["server_list"]]
-expected = servers[:1] if role == "master" else servers[1:]
-if ip not in expected:
-    sys.exit(f"mindie-pack: this {role} pod runs on {ip or '(no MIES_CONTAINER_IP)'}, which is not its server in "
-             f"{path} ({', '.join(expected) or 'none'}); check the node names given to `mindie-pack k8s render`")
-print(f"mindie-pack: {role} on {ip}, rank table {path} ({len(servers)} servers)")
+path, container_ip, host_ip, role = sys.argv[1:5]
+servers = json.load(open(path))["server_list"]
+mine = [s for s in servers if s.get("container_ip") == container_ip or (host_ip and s["server_id"] == host_ip)]
+masters = [s for s in servers if any(str(d["rank_id"]) == "0" for d in s["device"])]
+expected = masters if role == "master" else [s for s in servers if s not in masters]
+if not mine or mine[0] not in expected:
+    sys.exit(f"mindie-pack: this {role} pod runs on {container_ip or host_ip or '(no address)'}, which is not its "
+             f"server in {path} ({', '.join(s.get('container_ip') or s['server_id'] for s in expected) or 'none'}); "
+             "check the node names given to `mindie-pack k8s render`")
+print(f"mindie-pack: {role} on {container_ip or host_ip}, rank table {path} ({len(servers)} servers)")
 PY
 fi
 mkdir -p "$MINDIE_PACK_WORKDIR"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from mindie_pack.errors import PackError
 
 RANK_TABLE_NAME = "ranktable.json"
 LOG_LINES_ON_FAILURE = 20
-POLL_S = 1.0
+POLL_S = 2.0
 
 
 @dataclass
@@ -112,7 +113,14 @@ async def _doctor(member: Member, options: ClusterOptions, ports: list[int]) -> 
 
 
 async def _server_entry(member: Member, options: ClusterOptions) -> dict[str, Any]:
+    import ipaddress
+
     address = member.spec.address or member.node.address
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise PackError(f"{member.label}: its rank-table server_id must be an IP address, and SSH gave none "
+                        f"({address}); give the node an `address:` in the spec's hosts") from None
     args = ["ranktable", "--json", "--devices", ",".join(map(str, member.devices)), "--server-id", address,
             *_node_flags(options, member.spec)]
     result = await member.node.pack_cmd(args)
@@ -147,7 +155,9 @@ def _last_line(text: str) -> str:
     return lines[-1].removeprefix("error: ") if lines else "no output"
 
 
-async def _node_deploy(member: Member, options: ClusterOptions, table_path: str, *, detach: bool) -> None:
+async def _node_deploy(member: Member, options: ClusterOptions, table_path: str) -> None:
+    """The node's own `deploy --detach`: it returns once the daemon is past its start checks; readiness is
+    watched for all nodes together (a worker's group forms only when every rank is in)."""
     spec = member.spec
     args = ["deploy", "--json", "--model-dir", str(options.model_dir), "--ranktable", table_path,
             "--node-ip", spec.address or member.node.address, "--devices", ",".join(map(str, member.devices)),
@@ -159,8 +169,7 @@ async def _node_deploy(member: Member, options: ClusterOptions, table_path: str,
         args += ["--mindie-version", options.mindie_version]
     if options.replace:
         args.append("--replace")
-    if detach:
-        args.append("--detach")
+    args.append("--detach")
     for assignment in options.sets:
         args += ["--set", assignment]
     result = await member.node.pack_cmd(args, timeout=options.timeout_s + 60)
@@ -190,20 +199,23 @@ async def _stop(member: Member, timeout_s: float = 30.0) -> dict[str, Any]:
     return {"host": member.spec.host, "stopped": True, **result.json("stop", member.spec.host)}
 
 
-async def _master_serving(master: Member, deadline: float, progress: Callable[[str], None]) -> None:
-    """The master must serve, judged from here with the single-node readiness probes; its process is watched
-    through `status` on the node so that a master that died is reported at once."""
+async def _until_serving(members: list[Member], deadline: float, progress: Callable[[str], None]) -> None:
+    """Until the master serves, judged from here with the single-node readiness probes (health, /v1/models, a
+    one-token request). Every node's daemon is watched through `status` there, so the first one that dies is
+    named at once instead of after the start budget."""
     from mindie_pack.deploy.probe import Endpoints
 
+    master = members[0]
     assert master.state is not None
     endpoints = Endpoints(master.state["business_url"], master.state["management_url"],
                           master.state["metrics_url"], master.state["model_name"])
     while True:
-        status = await master.node.pack_cmd(["status", "--json"], timeout=60)
-        report = status.json("status", master.spec.host) if status.stdout.strip() else {}
-        if report and not report.get("process_alive"):
-            raise PackError(f"{master.label}: the daemon exited before serving"
-                            + (f" ({report.get('note')})" if report.get("note") else ""))
+        reports = await asyncio.gather(*(m.node.pack_cmd(["status", "--json"], timeout=60) for m in members))
+        for member, result in zip(members, reports, strict=True):
+            report = result.json("status", member.spec.host) if result.stdout.strip() else {}
+            if not report.get("process_alive"):
+                note = report.get("note") or _last_line(result.stderr)
+                raise PackError(f"{member.label}: the daemon is not running ({note})")
         ok, why = await asyncio.to_thread(_serving_sync, endpoints)
         if ok:
             return
@@ -246,9 +258,52 @@ def _model_world(options: ClusterOptions) -> int:
     return read_deployable(options.model_dir, check_files=False).tp
 
 
-async def deploy_cluster(options: ClusterOptions, progress: Callable[[str], None] = lambda text: None
-                         ) -> dict[str, Any]:
-    """Returns the cluster record (controller state's `cluster` section); raises PackError naming the node."""
+def describe_cluster(options: ClusterOptions) -> dict[str, Any]:
+    """`deploy --hosts --dry-run`: what would run where, without connecting to anything."""
+    world = _model_world(options)
+    devices = _devices_per_node(options, world)
+    steps = [f"# {len(options.hosts)} servers, {len(devices)} NPU(s) each (devices {','.join(map(str, devices))}), "
+             f"master {options.hosts[0].host}"]
+    for index, spec in enumerate(options.hosts):
+        role = "master" if index == 0 else "worker"
+        address = spec.address or "<the address SSH reaches>"
+        flags = " ".join(shlex.quote(f) for f in _node_flags(options, spec))
+        steps.append(f"# {role} {spec.host}: {options.pack} doctor --json --model-dir {options.model_dir} "
+                     f"--world-size {len(devices)} {flags}")
+        steps.append(f"#   {options.pack} ranktable --json --devices {','.join(map(str, devices))} --server-id "
+                     f"{address} {flags}")
+        port = spec.port or options.port
+        steps.append(f"#   {options.pack} deploy --detach --model-dir {options.model_dir} --ranktable "
+                     f"<state>/node/{RANK_TABLE_NAME} --node-ip {address} {flags}"
+                     + (f" --port {port}" if port else ""))
+    steps.append("# then: wait until every daemon runs and the master serves (health, /v1/models, one token)")
+    return {"hosts": [h.host for h in options.hosts], "devices_per_node": devices, "world_size": world,
+            "steps": steps}
+
+
+def cluster_record(options: ClusterOptions, members: list[Member], table: dict[str, Any] | None,
+                   phase: str) -> dict[str, Any]:
+    """What the controller keeps: enough to reach every node again (never the nodes' identity tokens)."""
+    hosts = []
+    for m in members:
+        state = {k: v for k, v in (m.state or {}).items() if k != "token"} if m.state else None
+        hosts.append({"host": m.spec.host, "address": m.spec.address or m.node.address, "role": m.role,
+                      "state": state})
+    return {"phase": phase, "hosts": hosts, "model_dir": str(options.model_dir),
+            "ssh": {"config": str(options.ssh.config) if options.ssh.config else None,
+                    "known_hosts": str(options.ssh.known_hosts) if options.ssh.known_hosts else None,
+                    "username": options.ssh.username},
+            "pack": options.pack, "rank_table": table}
+
+
+async def deploy_cluster(options: ClusterOptions, progress: Callable[[str], None] = lambda text: None,
+                         record: Callable[[dict[str, Any]], None] = lambda cluster: None) -> dict[str, Any]:
+    """Returns the cluster record (controller state's `cluster` section); raises PackError naming the node.
+
+    `record` is called before the first node starts (phase "starting") so that an interrupted controller leaves
+    a record `stop` can act on; SIGTERM and SIGHUP end the deploy like Ctrl-C: every started node is stopped."""
+    import signal
+
     world = _model_world(options)
     devices = _devices_per_node(options, world)
     progress(f"connecting to {len(options.hosts)} servers over SSH")
@@ -256,6 +311,11 @@ async def deploy_cluster(options: ClusterOptions, progress: Callable[[str], None
     members = [Member(spec, node, "master" if index == 0 else "worker", devices)
                for index, (spec, node) in enumerate(zip(options.hosts, nodes, strict=True))]
     started: list[Member] = []
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+    table: dict[str, Any] | None = None
     try:
         progress("doctor on every node")
         base = options.port or 1025
@@ -267,31 +327,31 @@ async def deploy_cluster(options: ClusterOptions, progress: Callable[[str], None
         text = json.dumps(table, indent=2) + "\n"
         progress("copying the rank table to every node")
         paths = await asyncio.gather(*(m.node.write_state_file(RANK_TABLE_NAME, text) for m in members))
+        record(cluster_record(options, members, table, "starting"))
         master, workers = members[0], members[1:]
         progress(f"starting the master on {master.spec.host}")
         started.append(master)
-        await _node_deploy(master, options, paths[0], detach=True)
+        await _node_deploy(master, options, paths[0])
         progress(f"starting {len(workers)} worker(s) inside the connect window")
         started += workers
-        results = await asyncio.gather(*(_node_deploy(w, options, p, detach=False)
+        results = await asyncio.gather(*(_node_deploy(w, options, p)
                                          for w, p in zip(workers, paths[1:], strict=True)), return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             raise failure
         progress("waiting until the master serves")
-        await _master_serving(master, time.monotonic() + options.timeout_s, progress)
+        await _until_serving(members, time.monotonic() + options.timeout_s, progress)
     except BaseException as exc:
         await _fail(exc, members, started)
+        if getattr(exc, "unstopped_nodes", None):  # some node still runs: keep a record `stop` can act on
+            record(cluster_record(options, members, table, "failed"))
         raise
     finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
         for node in nodes:
             node.close()
-    return {"hosts": [{"host": m.spec.host, "address": m.spec.address or m.node.address, "role": m.role,
-                       "state": m.state} for m in members],
-            "ssh": {"config": str(options.ssh.config) if options.ssh.config else None,
-                    "known_hosts": str(options.ssh.known_hosts) if options.ssh.known_hosts else None,
-                    "username": options.ssh.username},
-            "pack": options.pack, "rank_table": table}
+    return cluster_record(options, members, table, "serving")
 
 
 async def _fail(exc: BaseException, members: list[Member], started: list[Member]) -> None:
@@ -305,6 +365,7 @@ async def _fail(exc: BaseException, members: list[Member], started: list[Member]
     stops = await asyncio.gather(*(_stop(m) for m in started), return_exceptions=True)
     notes = [f"{m.spec.host}: {s.get('error') if isinstance(s, dict) else s}" for m, s in zip(started, stops,
              strict=True) if not (isinstance(s, dict) and s.get("stopped"))]
+    exc.unstopped_nodes = notes  # type: ignore[attr-defined]  # the caller keeps its record while any runs
     if started and isinstance(exc, PackError):
         exc.args = (f"{exc.args[0]}\n  stopped the nodes started so far: "
                     f"{', '.join(m.spec.host for m in started)}"
@@ -313,33 +374,48 @@ async def _fail(exc: BaseException, members: list[Member], started: list[Member]
 
 # --- acting on a recorded cluster --------------------------------------------------------------------------------
 
-async def _reconnect(cluster: dict[str, Any]) -> list[Member]:
+def _settings(cluster: dict[str, Any]) -> SshSettings:
     ssh = cluster.get("ssh") or {}
-    settings = SshSettings(Path(ssh["config"]) if ssh.get("config") else None,
-                           Path(ssh["known_hosts"]) if ssh.get("known_hosts") else None, ssh.get("username"))
-    hosts = cluster["hosts"]
-    nodes = await connect_all([h["host"] for h in hosts], settings, cluster.get("pack") or "mindie-pack")
-    return [Member(HostSpec(h["host"], h.get("address")), node, h["role"], state=h.get("state"))
-            for h, node in zip(hosts, nodes, strict=True)]
+    return SshSettings(Path(ssh["config"]) if ssh.get("config") else None,
+                       Path(ssh["known_hosts"]) if ssh.get("known_hosts") else None, ssh.get("username"))
+
+
+async def _each_node(cluster: dict[str, Any], action: Callable[[Member], Any],
+                     unreachable: Callable[[dict[str, Any], PackError], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run `action` on every recorded node over its own connection; a node that cannot be reached (or fails)
+    gets `unreachable(host, error)` and does not keep the others from being acted on."""
+    from mindie_pack.deploy.cluster.ssh import connect
+
+    pack = cluster.get("pack") or "mindie-pack"
+
+    async def one(host: dict[str, Any]) -> dict[str, Any]:
+        try:
+            node = await connect(host["host"], _settings(cluster), pack)
+        except PackError as exc:
+            return unreachable(host, exc)
+        try:
+            return dict(await action(Member(HostSpec(host["host"], host.get("address")), node, host["role"],
+                                            state=host.get("state"))))
+        except PackError as exc:
+            return unreachable(host, exc)
+        finally:
+            node.close()
+
+    return list(await asyncio.gather(*(one(h) for h in cluster["hosts"])))
 
 
 async def cluster_status(cluster: dict[str, Any]) -> list[dict[str, Any]]:
-    members = await _reconnect(cluster)
-    try:
-        async def one(member: Member) -> dict[str, Any]:
-            result = await member.node.pack_cmd(["status", "--json"], timeout=60)
-            if not result.stdout.strip():
-                return {"host": member.spec.host, "role": member.role, "up": False,
-                        "note": _last_line(result.stderr)}
-            report = result.json("status", member.spec.host)
-            return {"host": member.spec.host, "role": member.role, "up": bool(report.get("up")),
-                    "process_alive": report.get("process_alive"), "healthy": report.get("healthy"),
-                    "note": report.get("note", ""), "pid": report.get("pid")}
+    async def one(member: Member) -> dict[str, Any]:
+        result = await member.node.pack_cmd(["status", "--json"], timeout=60)
+        if not result.stdout.strip():
+            return {"host": member.spec.host, "role": member.role, "up": False, "note": _last_line(result.stderr)}
+        report = result.json("status", member.spec.host)
+        return {"host": member.spec.host, "role": member.role, "up": bool(report.get("up")),
+                "process_alive": report.get("process_alive"), "healthy": report.get("healthy"),
+                "note": report.get("note", ""), "pid": report.get("pid")}
 
-        return list(await asyncio.gather(*(one(m) for m in members)))
-    finally:
-        for m in members:
-            m.node.close()
+    return await _each_node(cluster, one, lambda host, exc: {"host": host["host"], "role": host["role"],
+                                                             "up": False, "note": str(exc)})
 
 
 async def cluster_logs(cluster: dict[str, Any], host: str, lines: int, *, follow: bool = False,
@@ -348,23 +424,29 @@ async def cluster_logs(cluster: dict[str, Any], host: str, lines: int, *, follow
     names = [h["host"] for h in cluster["hosts"]]
     if host not in names:
         raise PackError(f"--host {host}: not a node of this deployment ({', '.join(names)})")
-    members = await _reconnect({**cluster, "hosts": [h for h in cluster["hosts"] if h["host"] == host]})
+    from mindie_pack.deploy.cluster.ssh import connect
+
+    node = await connect(host, _settings(cluster), cluster.get("pack") or "mindie-pack")
     try:
         args = ["logs", "-n", str(lines)] + (["--follow"] if follow else [])
-        code, errors = await members[0].node.stream_pack_cmd(args, emit, timeout=None if follow else 60)
+        code, errors = await node.stream_pack_cmd(args, emit, timeout=None if follow else 60)
         if code != 0:
             raise PackError(f"{host}: logs: {_last_line(errors)}")
     finally:
-        members[0].node.close()
+        node.close()
 
 
 async def cluster_stop(cluster: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
-    """Stop the master first (it drains its requests), then the workers."""
-    members = await _reconnect(cluster)
-    try:
-        results = [await _stop(members[0], timeout_s)]
-        results += await asyncio.gather(*(_stop(m, timeout_s) for m in members[1:]))
-        return results
-    finally:
-        for m in members:
-            m.node.close()
+    """Stop the master first (it drains its requests), then the workers; a node that cannot be reached is
+    reported as not stopped and the others are still stopped."""
+    def failed(host: dict[str, Any], exc: PackError) -> dict[str, Any]:
+        return {"host": host["host"], "stopped": False, "error": str(exc)}
+
+    hosts = cluster["hosts"]
+
+    async def stop_one(member: Member) -> dict[str, Any]:
+        return await _stop(member, timeout_s)
+
+    results = await _each_node({**cluster, "hosts": hosts[:1]}, stop_one, failed)
+    results += await _each_node({**cluster, "hosts": hosts[1:]}, stop_one, failed)
+    return results

@@ -13,13 +13,15 @@ from mindie_pack.errors import PackError
 
 
 def save_cluster(cluster: dict[str, Any]) -> DeploymentState:
-    master = next(h for h in cluster["hosts"] if h["role"] == "master")["state"]
-    state = DeploymentState(pid=None, pgid=None, mode="cluster", config_path=master["config_path"],
-                            model_dir=master["model_dir"], model_name=master["model_name"],
-                            log_path=master["log_path"], started_at=time.time(),
-                            business_url=master["business_url"], management_url=master["management_url"],
-                            metrics_url=master["metrics_url"], mindie_home=master["mindie_home"],
-                            deployment_dir=master["deployment_dir"], role="controller", cluster=cluster)
+    """Record the cluster on the controller: while starting (no URLs yet), then serving (the master's URLs)."""
+    master = next((h for h in cluster["hosts"] if h["role"] == "master"), {}).get("state") or {}
+    state = DeploymentState(pid=None, pgid=None, mode="cluster", config_path=master.get("config_path", ""),
+                            model_dir=master.get("model_dir", cluster.get("model_dir", "")),
+                            model_name=master.get("model_name", ""), log_path=master.get("log_path", ""),
+                            started_at=time.time(), business_url=master.get("business_url", ""),
+                            management_url=master.get("management_url", ""),
+                            metrics_url=master.get("metrics_url", ""), mindie_home=master.get("mindie_home", ""),
+                            deployment_dir=master.get("deployment_dir", ""), role="controller", cluster=cluster)
     save_state(state)
     return state
 

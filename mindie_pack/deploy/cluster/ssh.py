@@ -19,6 +19,7 @@ from mindie_pack.errors import PackError
 
 CONNECT_TIMEOUT_S = 15.0
 DEFAULT_COMMAND_TIMEOUT_S = 120.0
+KEEPALIVE_S = 15.0
 NODE_STATE = 'export MINDIE_PACK_STATE_DIR="${MINDIE_PACK_STATE_DIR:-$HOME/.local/state/mindie-pack}/node"'
 
 
@@ -77,20 +78,24 @@ class Node:
                 return (process.exit_status if process.exit_status is not None else 255,
                         str(await process.stderr.read()))
 
+        import asyncssh
+
         try:
             return await asyncio.wait_for(pump(), timeout)
         except TimeoutError:
             raise PackError(f"{self.host}: no end of output in {timeout:g} s from: {self.pack} {args[0]}") from None
-        except OSError as exc:
-            raise PackError(f"{self.host}: the SSH session failed ({exc})") from exc
+        except (OSError, asyncssh.Error) as exc:
+            raise PackError(f"{self.host}: the SSH session failed ({_reason(exc)})") from exc
 
     async def run(self, command: str, *, timeout: float = DEFAULT_COMMAND_TIMEOUT_S) -> RemoteResult:
+        import asyncssh
+
         try:
             result = await asyncio.wait_for(self.conn.run(command, check=False), timeout)
         except TimeoutError:
             raise PackError(f"{self.host}: no answer in {timeout:g} s to: {command.split('; ')[-1][:120]}") from None
-        except OSError as exc:
-            raise PackError(f"{self.host}: the SSH session failed ({exc})") from exc
+        except (OSError, asyncssh.Error) as exc:
+            raise PackError(f"{self.host}: the SSH session failed ({_reason(exc)})") from exc
         code = result.exit_status if result.exit_status is not None else 255
         return RemoteResult(code, str(result.stdout or ""), str(result.stderr or ""))
 
@@ -99,11 +104,13 @@ class Node:
         command = (f'{NODE_STATE}; umask 027; mkdir -p -m 750 "$MINDIE_PACK_STATE_DIR" && '
                    f'cat > "$MINDIE_PACK_STATE_DIR/{name}.tmp" && mv "$MINDIE_PACK_STATE_DIR/{name}.tmp" '
                    f'"$MINDIE_PACK_STATE_DIR/{name}" && printf %s "$MINDIE_PACK_STATE_DIR/{name}"')
+        import asyncssh
+
         try:
             result = await asyncio.wait_for(self.conn.run(command, input=text, check=False),
                                             DEFAULT_COMMAND_TIMEOUT_S)
-        except (TimeoutError, OSError) as exc:
-            raise PackError(f"{self.host}: cannot write {name} ({exc or 'timed out'})") from None
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
+            raise PackError(f"{self.host}: cannot write {name} ({_reason(exc) or 'timed out'})") from None
         if result.exit_status != 0 or not result.stdout:
             raise PackError(f"{self.host}: cannot write {name} in its state folder "
                             f"({str(result.stderr or '').strip()[:200]})")
@@ -113,10 +120,16 @@ class Node:
         self.conn.close()
 
 
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", "") or exc or exc.__class__.__name__)
+
+
 async def connect(host: str, settings: SshSettings, pack: str) -> Node:
     import asyncssh
 
-    options: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    # keepalives: a node that vanishes (power, network) ends the session instead of leaving a wait without end
+    options: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "keepalive_interval": KEEPALIVE_S,
+                               "keepalive_count_max": 3}
     if settings.config is not None:
         options["config"] = [str(settings.config)]
     if settings.known_hosts is not None:
@@ -136,7 +149,8 @@ async def connect(host: str, settings: SshSettings, pack: str) -> Node:
     except (OSError, asyncssh.Error) as exc:
         raise PackError(f"{host}: cannot connect over SSH ({exc})") from exc
     peer = conn.get_extra_info("peername")
-    return Node(host, conn, str(peer[0]) if peer else host, pack)
+    address = str(peer[0]) if peer and peer[0] else host  # through a ProxyJump there may be no peer address
+    return Node(host, conn, address, pack)
 
 
 async def connect_all(hosts: Sequence[str], settings: SshSettings, pack: str) -> list[Node]:
