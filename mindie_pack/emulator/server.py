@@ -222,6 +222,15 @@ def build_business_app(state: ServiceState) -> Starlette:
             return await _vllm(body)
         raise RequestError(422, wire.GENERATE_DISPATCH_ERROR)
 
+    async def general_tgi(request: Request) -> Response:
+        """POST /: "general TGI", which honours `stream` (http_handler.cpp:483-504, :1509-1516;
+        SingleReqGeneralTgiTextInferInterface derives from the TGI interface, so the shapes are TGI's)."""
+        body = await guard(request)
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise RequestError(422, "Input validation error: stream must be bool")
+        return await _tgi(body, stream=stream)
+
     async def generate_stream(request: Request) -> Response:
         body = await guard(request)
         return await _tgi(body, stream=True)
@@ -383,6 +392,7 @@ def build_business_app(state: ServiceState) -> Starlette:
 
     routes = [Route("/v1/models", handler(models)), Route("/v1/models/{name}", handler(model)),
               Route("/generate", handler(generate), methods=["POST"]),
+              Route("/", handler(general_tgi), methods=["POST"]),
               Route("/generate_stream", handler(generate_stream), methods=["POST"]),
               Route("/infer", handler(infer), methods=["POST"]),
               Route("/v1/chat/completions", handler(chat), methods=["POST"]),
