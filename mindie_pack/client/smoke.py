@@ -294,8 +294,8 @@ def run_smoke(target: Target, *, checks: list[str] | None = None, wait_s: float 
                 report.checks.append(CheckResult(name, "failed", _ms(start), None,
                                                  f"{type(exc).__name__}: {exc}"))
         report.checks += runner.expect(cases)
-        if all(c.status == "failed" and "Connect" in c.detail for c in report.checks
-               if c.name in ("health", "models")) and not _reachable(client, target):
+        failed = [c for c in report.checks if c.status == "failed"]
+        if failed and all("Connect" in c.detail for c in failed) and not _reachable(client, target):
             report.unreachable = True
     return report
 
@@ -305,6 +305,8 @@ def _reachable(client: httpx.Client, target: Target) -> bool:
         try:
             client.get(url + "/health", timeout=3)
             return True
-        except httpx.HTTPError:
+        except (httpx.ConnectError, httpx.ConnectTimeout):
             continue
+        except httpx.HTTPError:
+            return True  # it accepted the connection
     return False

@@ -51,6 +51,8 @@ def stream_sync(client: httpx.Client, url: str, body: dict[str, Any], api: str, 
                 decoder.feed(chunk, clock())
                 if time.monotonic() > end:  # e.g. keep-alive comments forever
                     raise NoAnswer(deadline_s)
+    except httpx.ConnectTimeout:
+        raise
     except httpx.TimeoutException:
         raise NoAnswer(deadline_s) from None
     return decoder.close(clock())
@@ -71,14 +73,29 @@ async def stream_async(client: httpx.AsyncClient, url: str, body: dict[str, Any]
 
     try:
         return await asyncio.wait_for(run(), deadline_s)
+    except httpx.ConnectTimeout:
+        raise
     except (TimeoutError, httpx.TimeoutException):
         raise NoAnswer(deadline_s) from None
 
 
 def request_sync(client: httpx.Client, method: str, url: str, deadline_s: float,
                  body: dict[str, Any] | None = None) -> httpx.Response:
-    """A bounded non-streamed request (a server that accepts and never answers: NoAnswer after `deadline_s`)."""
+    """A bounded non-streamed request: the whole body must arrive within `deadline_s` (also when the server keeps
+    sending bytes that never complete it)."""
+    end = time.monotonic() + deadline_s
     try:
-        return client.request(method, url, json=body, timeout=timeouts(deadline_s))
+        with client.stream(method, url, json=body, timeout=timeouts(deadline_s)) as response:
+            chunks = []
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > end:
+                    raise NoAnswer(deadline_s)
+            headers = [(k, v) for k, v in response.headers.items() if k.lower() not in ("content-encoding",
+                                                                                        "transfer-encoding")]
+            return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks),
+                                  request=response.request)
+    except httpx.ConnectTimeout:
+        raise
     except httpx.TimeoutException:
         raise NoAnswer(deadline_s) from None
