@@ -187,3 +187,16 @@ def test_daemon_is_not_ready_while_loading(installed: tuple[Path, Path], tmp_pat
         os.killpg(proc.pid, signal.SIGTERM)
     assert [r.status_code for r in early] == [503, 503, 503] and all(r.content == b"" for r in early)
     assert late.status_code == 200
+
+
+@pytest.mark.slow
+def test_force_stop_kills_the_daemon_group(installed: tuple[Path, Path], tmp_path: Path) -> None:
+    """http_handler.cpp:676-677 and :814-830: /stopService?mode=Force answers, then SIGKILLs its group after 5 s."""
+    service, model_dir = installed
+    port = free_port_block()
+    write_config_for(model_dir, tmp_path / "config.json", port)
+    with running_daemon(service, tmp_path / "config.json") as proc:
+        assert httpx.get(f"http://127.0.0.2:{port + 1}/stopService?mode=Force", timeout=10).status_code == 200
+        assert httpx.get(f"http://127.0.0.2:{port + 1}/health", timeout=10).status_code == 503
+        proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -400,6 +401,11 @@ def build_business_app(state: ServiceState) -> Starlette:
     return Starlette(routes=routes)
 
 
+def _kill_own_group() -> None:
+    if os.getpgrp() == os.getpid():  # only when the daemon leads its own group (it calls setpgrp at start)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
 def build_management_app(state: ServiceState) -> Starlette:
     def unhealthy() -> Response | None:
         """http_handler.cpp:440-452 CheckHealthAndStop: stopped -> 503 with a body; not healthy -> 503, no body."""
@@ -437,6 +443,10 @@ def build_management_app(state: ServiceState) -> Starlette:
         if state.stopped:
             return Response(status_code=500)
         state.stopped = True
+        if request.query_params.get("mode") == "Force":
+            # http_handler.cpp:814-830 ForceStop: answer at once, SIGKILL the daemon's own group after 5 s
+            asyncio.get_running_loop().call_later(5.0, _kill_own_group)
+            return Response(status_code=200)
         if state.stats.running and state.idle is not None:
             await state.idle.wait()
         return Response(status_code=200)
