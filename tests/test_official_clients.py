@@ -24,7 +24,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     service = install_emulator(root / "Ascend", fake_model=True).mindie_service
     port = free_port_block()
     config = write_config_for(model_dir, root / "config.json", port, "ScheduleConfig.maxIterTimes=33")
-    with running_daemon(service, root / "config.json", env={"NO_PROXY": "*"}):
+    with running_daemon(service, root / "config.json"), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the clients honour proxy variables: loopback only
+        patch.setenv("no_proxy", "127.0.0.1,localhost")
         yield f"http://127.0.0.1:{port}", model_name(config)
 
 
