@@ -26,9 +26,15 @@ def write_config_for(model_dir: Path, path: Path, port: int, *sets: str, version
 
 @contextmanager
 def running_daemon(service: Path, config_path: Path, *, env: dict[str, str] | None = None,
-                   timeout: float = 120) -> Iterator[subprocess.Popen[str]]:
+                   timeout: float = 120, args: tuple[str, ...] = (), until: str = "Daemon start success!",
+                   ) -> Iterator[subprocess.Popen[str]]:
+    """The daemon, started like the real one; yields once a line contains `until`. With `args` containing
+    --config-file, MIES_CONFIG_JSON_PATH is not set."""
     full_env = {**os.environ, "MIES_CONFIG_JSON_PATH": str(config_path), **(env or {})}
-    proc = subprocess.Popen([str(service / "bin" / "mindieservice_daemon")], env=full_env, cwd=config_path.parent,
+    if "--config-file" in args:
+        del full_env["MIES_CONFIG_JSON_PATH"]
+    proc = subprocess.Popen([str(service / "bin" / "mindieservice_daemon"), *args], env=full_env,
+                            cwd=config_path.parent,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     deadline = time.monotonic() + timeout
@@ -39,7 +45,7 @@ def running_daemon(service: Path, config_path: Path, *, env: dict[str, str] | No
             if not line:
                 raise AssertionError("daemon exited before success:\n" + "".join(lines))
             lines.append(line)
-            if "Daemon start success!" in line:
+            if until in line:
                 break
         else:
             raise AssertionError("no success line:\n" + "".join(lines))

@@ -118,7 +118,14 @@ class SmokeRunner:
         _need(isinstance(details.get("generated_tokens"), int), f"{path}: details.generated_tokens missing")
         return int(details["generated_tokens"])
 
+    def _need_model(self) -> None:
+        """The OpenAI checks need a model name: from --model / the deployment, else the first /v1/models id."""
+        if self.model is None:
+            self.models()
+
     def _stream(self, api: str, what: str, *, details: bool = True) -> StreamResult:
+        if api.startswith("openai"):
+            self._need_model()
         path, payload = request_body(api, PROMPT, self.max_tokens, model=self.model, stream=True, details=details)
         try:
             result = stream_sync(self.client, self.target.business_url + path, payload, api, self.timeout_s)
@@ -153,6 +160,7 @@ class SmokeRunner:
         return result.received_tokens
 
     def chat(self) -> int | None:
+        self._need_model()
         path, payload = request_body("openai-chat", PROMPT, self.max_tokens, model=self.model, stream=False)
         body = _json(self._post(path, payload), path)
         choices = body.get("choices") or [] if isinstance(body, dict) else []
@@ -175,6 +183,7 @@ class SmokeRunner:
         return self._usage(with_usage[-1], what)
 
     def completions(self) -> int | None:
+        self._need_model()
         path, payload = request_body("openai-completions", PROMPT, self.max_tokens, model=self.model, stream=False)
         body = _json(self._post(path, payload), path)
         choices = body.get("choices") or [] if isinstance(body, dict) else []
@@ -294,8 +303,8 @@ def run_smoke(target: Target, *, checks: list[str] | None = None, wait_s: float 
                 report.checks.append(CheckResult(name, "failed", _ms(start), None,
                                                  f"{type(exc).__name__}: {exc}"))
         report.checks += runner.expect(cases)
-        if all(c.status == "failed" and "Connect" in c.detail for c in report.checks
-               if c.name in ("health", "models")) and not _reachable(client, target):
+        failed = [c for c in report.checks if c.status == "failed"]
+        if failed and all("Connect" in c.detail for c in failed) and not _reachable(client, target):
             report.unreachable = True
     return report
 
@@ -305,6 +314,8 @@ def _reachable(client: httpx.Client, target: Target) -> bool:
         try:
             client.get(url + "/health", timeout=3)
             return True
-        except httpx.HTTPError:
+        except (httpx.ConnectError, httpx.ConnectTimeout):
             continue
+        except httpx.HTTPError:
+            return True  # it accepted the connection
     return False

@@ -129,9 +129,9 @@ def bench(
                   "throughput are not for the requested length")
     arrival = summary["arrival"]
     if arrival["requested_rate"]:
-        out.print(f"arrival rate: requested {arrival['requested_rate']:g} req/s, achieved "
-                  f"{arrival['achieved_rate']} req/s; send lag p50 {arrival['lag_ms']['p50']} ms, "
-                  f"p90 {arrival['lag_ms']['p90']} ms")
+        out.print(f"arrival rate: requested {arrival['requested_rate']:g} req/s (this run's Poisson schedule "
+                  f"{arrival['scheduled_rate']}), achieved {arrival['achieved_rate']} req/s; send lag p50 "
+                  f"{arrival['lag_ms']['p50']} ms, p90 {arrival['lag_ms']['p90']} ms")
         if arrival["client_bound"]:
             out.print("[yellow]warning[/]: the client, not the server, is the bottleneck (it sent slower or later "
                       "than scheduled); latencies at this rate include client queueing")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -224,6 +225,15 @@ def build_business_app(state: ServiceState) -> Starlette:
             return await _vllm(body)
         raise RequestError(422, wire.GENERATE_DISPATCH_ERROR)
 
+    async def general_tgi(request: Request) -> Response:
+        """POST /: "general TGI", which honours `stream` (http_handler.cpp:483-504, :1509-1516;
+        SingleReqGeneralTgiTextInferInterface derives from the TGI interface, so the shapes are TGI's)."""
+        body = await guard(request)
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise RequestError(422, "Input validation error: stream must be bool")
+        return await _tgi(body, stream=stream)
+
     async def generate_stream(request: Request) -> Response:
         body = await guard(request)
         return await _tgi(body, stream=True)
@@ -385,11 +395,17 @@ def build_business_app(state: ServiceState) -> Starlette:
 
     routes = [Route("/v1/models", handler(models)), Route("/v1/models/{name}", handler(model)),
               Route("/generate", handler(generate), methods=["POST"]),
+              Route("/", handler(general_tgi), methods=["POST"]),
               Route("/generate_stream", handler(generate_stream), methods=["POST"]),
               Route("/infer", handler(infer), methods=["POST"]),
               Route("/v1/chat/completions", handler(chat), methods=["POST"]),
               Route("/v1/completions", handler(completions), methods=["POST"])]
     return Starlette(routes=routes)
+
+
+def _kill_own_group() -> None:
+    if os.getpgrp() == os.getpid():  # only when the daemon leads its own group (it calls setpgrp at start)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def build_management_app(state: ServiceState) -> Starlette:
@@ -434,6 +450,10 @@ def build_management_app(state: ServiceState) -> Starlette:
         if state.stopped:
             return Response(status_code=500)
         state.stopped = True
+        if request.query_params.get("mode") == "Force":
+            # http_handler.cpp:814-830 ForceStop: answer at once, SIGKILL the daemon's own group after 5 s
+            asyncio.get_running_loop().call_later(5.0, _kill_own_group)
+            return Response(status_code=200)
         if state.stats.running and state.idle is not None:
             await state.idle.wait()
         return Response(status_code=200)
