@@ -187,3 +187,30 @@ def test_dry_run_prints_the_commands_and_starts_nothing(built: tuple[Path, Path]
         assert piece in run, piece
     assert load_state(required=False) is None
     assert port_is_free(port)
+
+
+def test_two_concurrent_deploys_one_clean_refusal(built: tuple[Path, Path], emulator: Path, cli: Cli,
+                                                  state_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    ports = [free_port_block(), free_port_block()]
+    procs = [subprocess.Popen([sys.executable, "-m", "mindie_pack", "deploy", "--model-dir", str(built[1]),
+                               "--mindie-home", str(emulator), "--port", str(port), "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for port in ports]
+    outcomes = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes == [0, 2], outcomes
+    loser = next(err for code, _, err in outcomes if code == 2)
+    assert "Traceback" not in loser
+    assert len(loser.strip().splitlines()) == 1, loser
+    assert loser.startswith("error: ") and ("another mindie-pack deploy or stop is running" in loser
+                                             or "a deployment is running" in loser)
+    state = load_state()
+    assert state is not None
+    # state folders 0750, the daemon's log 0640
+    assert oct(state_dir.stat().st_mode & 0o777) == "0o750"
+    assert oct(Path(state.deployment_dir).stat().st_mode & 0o777) == "0o750"
+    assert oct(Path(state.deployment_dir).parent.stat().st_mode & 0o777) == "0o750"
+    assert oct(Path(state.log_path).stat().st_mode & 0o777) == "0o640"
+    assert cli("stop").exit_code == 0

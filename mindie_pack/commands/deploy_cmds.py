@@ -158,6 +158,9 @@ def stop(
     for finding in result["findings"]:
         err.print(f"note: {finding}", markup=False)
     count = len(result["signalled"])
+    if count == 0 and result.get("container_id") is None:
+        out.print(f"nothing to signal for {result['stopped']}; its state is cleared", markup=False)
+        return
     how = f"{count} process(es) signalled" + (f", {len(result['killed'])} needed SIGKILL" if result["killed"] else "")
     out.print(f"stopped {result['stopped']} (pid {result['pid']}; {how})", markup=False)
 

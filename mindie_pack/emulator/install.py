@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from mindie_pack.config.render import default_config
-from mindie_pack.fsutil import atomic_write_text
 from mindie_pack.env.standin import StandinRoot, StandinVersions, write_standin_ascend_root
+from mindie_pack.fsutil import atomic_write_text
 
 LAUNCHER = """#!/bin/sh
 # mindieservice_daemon of the mindie-pack emulator (a MindIE stand-in for machines without NPUs).
