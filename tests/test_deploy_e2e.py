@@ -214,3 +214,16 @@ def test_two_concurrent_deploys_one_clean_refusal(built: tuple[Path, Path], emul
     assert oct(Path(state.deployment_dir).parent.stat().st_mode & 0o777) == "0o750"
     assert oct(Path(state.log_path).stat().st_mode & 0o777) == "0o640"
     assert cli("stop").exit_code == 0
+
+
+def test_readiness_failure_names_the_step(built: tuple[Path, Path], cli: Cli, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    # the fake-model emulator starts in about a second; 20 s leave room for a busy machine
+    fake = install_emulator(tmp_path / "emu-fake", fake_model=True).mindie_service
+    monkeypatch.setenv("MINDIE_EMULATOR_FAULT", "error-status")  # /generate answers 500
+    result = _deploy(cli, built[1], fake, free_port_block(), "--timeout", "20")
+    assert result.exit_code == 2
+    first = result.stderr.splitlines()[0]
+    assert "the service was not ready after 20 s (last step: the one-token request returned HTTP 500" in first, first
+    assert "\n  last log lines:\n" in result.stderr  # the diagnostic keeps its lines
+    assert load_state(required=False) is None

@@ -8,8 +8,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from mindie_pack.commands.bounds import positive
 from mindie_pack.config import line_for, plan_capacity, render_config, validate_config_file, write_config
 from mindie_pack.config.problems import Problem
 from mindie_pack.config.schema import field_schema
@@ -46,10 +48,10 @@ def render(
     if as_json:
         typer.echo(json.dumps(summary))
         return
-    out.print(f"wrote {result.path} (MindIE {version}, mode 0640)")
+    out.print(f"wrote {result.path} (MindIE {version}, mode 0640)", markup=False)
     if result.backup:
-        out.print(f"  previous file kept as {result.backup}")
-    out.print(f"  changes versus the default config: {result.diff_path}")
+        out.print(f"  previous file kept as {result.backup}", markup=False)
+    out.print(f"  changes versus the default config: {result.diff_path}", markup=False)
 
 
 def _read_patch(path: Path) -> dict[str, Any]:
@@ -90,8 +92,8 @@ def validate(
     else:
         for problem in problems:
             prefix = "" if problem.severity == "error" else "warning: "
-            out.print(f"{prefix}{problem}")
-        out.print(f"{path}: {'INVALID' if invalid else 'valid'} (MindIE {line} layout)")
+            out.print(f"{prefix}{problem}", markup=False)
+        out.print(f"{path}: {'INVALID' if invalid else 'valid'} (MindIE {line} layout)", markup=False)
     if invalid:
         raise typer.Exit(1)
 
@@ -116,12 +118,13 @@ def _plan_from_config(data: dict[str, Any], npu: str | None) -> Any:
 def plan(
     model: Path = typer.Argument(..., help="Model directory or HF folder (its config.json), or a config.json."),
     npu: str | None = typer.Option(None, "--npu", help="910B (default), 910B4, 910A or 310P."),
-    hbm_gb: float | None = typer.Option(None, "--hbm-gb", help="HBM per NPU in GB (instead of --npu)."),
+    hbm_gb: float | None = typer.Option(None, "--hbm-gb", callback=positive,
+                                        help="HBM per NPU in GB (instead of --npu)."),
     world_size: int = typer.Option(1, "--world-size", min=1),
-    npu_mem_size: int = typer.Option(8, "--npu-mem-size", help="npuMemSize in GB (KV cache per NPU)."),
-    block_size: int = typer.Option(128, "--block-size"),
-    max_seq_len: int = typer.Option(2560, "--max-seq-len"),
-    max_batch_size: int = typer.Option(200, "--max-batch-size"),
+    npu_mem_size: int = typer.Option(8, "--npu-mem-size", min=1, help="npuMemSize in GB (KV cache per NPU)."),
+    block_size: int = typer.Option(128, "--block-size", min=1),
+    max_seq_len: int = typer.Option(2560, "--max-seq-len", min=1),
+    max_batch_size: int = typer.Option(200, "--max-batch-size", min=1),
     dtype: str | None = typer.Option(None, "--dtype", help="KV/weight dtype (default: torch_dtype)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -134,7 +137,7 @@ def plan(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        table = Table(title=f"capacity plan: {model} on {world_size} NPU(s) of {result.hbm_gb:g} GB")
+        table = Table(title=escape(f"capacity plan: {model} on {world_size} NPU(s) of {result.hbm_gb:g} GB"))
         table.add_column("item")
         table.add_column("value", justify="right")
         for label, value in (
@@ -151,9 +154,9 @@ def plan(
             table.add_row(label, value)
         out.print(table)
         for message in result.errors:
-            out.print(f"[red]error[/]: {message}")
+            out.print(f"[red]error[/]: {escape(message)}")
         for message in result.warnings:
-            out.print(f"[yellow]warning[/]: {message}")
+            out.print(f"[yellow]warning[/]: {escape(message)}")
     if result.errors:
         raise typer.Exit(1)
 
@@ -169,7 +172,7 @@ def diff(a: Path = typer.Argument(...), b: Path = typer.Argument(...)) -> None:
         data.append(loaded)
     lines = diff_lines(data[0], data[1])
     for line in lines:
-        out.print(line)
+        out.print(line, markup=False)
     if lines:
         raise typer.Exit(1)
 
@@ -183,11 +186,11 @@ def explain(
     node = field_schema(line_for(mindie_version), field_name)
     if node is None:
         raise PackError(f"{field_name}: no such field in the MindIE {line_for(mindie_version)} config")
-    out.print(f"[bold]{field_name}[/]: {node.get('description', '')}")
+    out.print(f"[bold]{escape(field_name)}[/]: {escape(str(node.get('description', '')))}")
     facts = [f"{k}: {json.dumps(node[k])}" for k in ("type", "enum", "minimum", "maximum", "pattern", "default")
              if k in node]
     for fact in facts:
-        out.print(f"  {fact}")
+        out.print(f"  {fact}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

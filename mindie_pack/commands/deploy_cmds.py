@@ -73,10 +73,10 @@ def deploy(
         if as_json:
             typer.echo(json.dumps(info, indent=2))
         else:
-            out.print(f"# config.json would be written to {plan.config_path}")
-            out.print(f"# host mode:\n{plan.host_command()}")
+            out.print(f"# config.json would be written to {plan.config_path}", markup=False)
+            out.print(f"# host mode:\n{plan.host_command()}", markup=False)
             if plan.container:
-                out.print(f"# container mode:\n{plan.container.docker_run_command()}")
+                out.print(f"# container mode:\n{plan.container.docker_run_command()}", markup=False)
         return
     with Status("deploying", console=err) as spinner:
         progress = Progress(stage=lambda text: spinner.update(f"deploy: {text}"),
@@ -87,9 +87,10 @@ def deploy(
         return
     where = f"container {(state.container_id or '')[:12]}" if state.mode == "docker" else f"pid {state.pid}"
     out.print(f"[green]serving[/] {escape(state.model_name)} ({where}, log {escape(state.log_path)})")
-    out.print(f"  inference:  {state.business_url}  (/generate, /v1/chat/completions, /v1/completions, /infer)")
-    out.print(f"  management: {state.management_url}  (/health, /v2/health/ready, /stopService)")
-    out.print(f"  metrics:    {state.metrics_url}/metrics")
+    out.print(f"  inference:  {state.business_url}  (/generate, /v1/chat/completions, /v1/completions, /infer)",
+              markup=False)
+    out.print(f"  management: {state.management_url}  (/health, /v2/health/ready, /stopService)", markup=False)
+    out.print(f"  metrics:    {state.metrics_url}/metrics", markup=False)
 
 
 def status(as_json: bool = typer.Option(False, "--json")) -> None:

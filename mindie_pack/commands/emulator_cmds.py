@@ -17,8 +17,8 @@ def install(
     mindie_version: str = typer.Option("1.0.RC3", "--mindie-version"),
     npus: int = typer.Option(8, "--npus", min=1, help="Emulated NPUs reported by npu-smi."),
     fake_model: bool = typer.Option(False, "--fake-model", help="Serve deterministic tokens without weights."),
-    prefill_ms: float = typer.Option(0.0, "--prefill-ms", help="Fake model: delay before the first token."),
-    per_token_ms: float = typer.Option(0.0, "--per-token-ms", help="Fake model: delay per further token."),
+    prefill_ms: float = typer.Option(0.0, "--prefill-ms", min=0, help="Fake model: delay before the first token."),
+    per_token_ms: float = typer.Option(0.0, "--per-token-ms", min=0, help="Fake model: delay per further token."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Write an emulated Ascend install (driver, CANN, MindIE with an emulated mindieservice_daemon, npu-smi)."""
@@ -32,9 +32,10 @@ def install(
         typer.echo(json.dumps(info))
         return
     console = Console(highlight=False)
-    console.print(f"emulated Ascend root: {root.root}")
-    console.print(f"MindIE home (mindie-service): {root.mindie_service}")
-    console.print(f"deploy with: mindie-pack deploy --mindie-home {root.mindie_service} --model-dir DIR")
+    console.print(f"emulated Ascend root: {root.root}", markup=False)
+    console.print(f"MindIE home (mindie-service): {root.mindie_service}", markup=False)
+    console.print(f"deploy with: mindie-pack deploy --mindie-home {root.mindie_service} --model-dir DIR",
+                  markup=False)
 
 
 def register(app: typer.Typer) -> None:

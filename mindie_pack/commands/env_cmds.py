@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mindie_pack.env import daemon_environment, discover, run_doctor
@@ -69,14 +70,14 @@ def env(
                               indent=2))
         return
     for script in result.sourced:
-        out.print(f"sourced {script}")
+        out.print(f"sourced {script}", markup=False)
     for script in result.missing:
-        out.print(f"[yellow]missing[/] {script}")
+        out.print(f"[yellow]missing[/] {escape(str(script))}")
     table = Table(title="variables set for the daemon")
     table.add_column("variable")
     table.add_column("value", overflow="fold")
     for key, value in sorted(result.added.items()):
-        table.add_row(key, value)
+        table.add_row(escape(key), escape(value))
     out.print(table)
 
 
@@ -86,7 +87,7 @@ def doctor(
     mindie_home: Path | None = typer.Option(None, "--mindie-home"),
     config_path: Path | None = typer.Option(None, "--config", help="A config.json to check (file rules)."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="A built model directory to check."),
-    world_size: int | None = typer.Option(None, "--world-size"),
+    world_size: int | None = typer.Option(None, "--world-size", min=1),
     ports: str | None = typer.Option(None, "--ports", help="Ports that must be free, e.g. 1025,1026,1027."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -112,7 +113,7 @@ def doctor(
         for column in ("check", "status", "detail", "fix"):
             table.add_column(column, overflow="fold")
         for check in checks:
-            table.add_row(check.name, STATUS_STYLE[check.status], check.detail, check.fix)
+            table.add_row(escape(check.name), STATUS_STYLE[check.status], escape(check.detail), escape(check.fix))
         out.print(table)
     if failed:
         raise typer.Exit(1)
@@ -135,7 +136,7 @@ def ranktable(
     from mindie_pack.fsutil import atomic_write_text
 
     atomic_write_text(output, json.dumps(table, indent=2) + "\n", 0o640)
-    out.print(f"wrote {output} ({len(ids)} device(s))")
+    out.print(f"wrote {output} ({len(ids)} device(s))", markup=False)
 
 
 def register(app: typer.Typer) -> None:
