@@ -227,3 +227,24 @@ def test_readiness_failure_names_the_step(built: tuple[Path, Path], cli: Cli, mo
     assert "the service was not ready after 20 s (last step: the one-token request returned HTTP 500" in first, first
     assert "\n  last log lines:\n" in result.stderr  # the diagnostic keeps its lines
     assert load_state(required=False) is None
+
+
+@pytest.mark.parametrize("devices, words", [
+    ("0,0", "--devices '0,0': NPU 0 is listed more than once"),
+    ("3", "--devices 3: 1 NPU(s) for worldSize 2"),
+    ("0,9", "--devices 0,9: this host has no NPU 9 (npu-smi lists 0,1,2,3,4,5,6,7)"),
+    ("a,b", "--devices 'a,b': 'a' is not an NPU id"),
+])
+def test_bad_devices_are_refused_before_anything_starts(built: tuple[Path, Path], emulator: Path, cli: Cli,
+                                                        devices: str, words: str) -> None:
+    port = free_port_block()
+    result = _deploy(cli, built[1], emulator, port, "--devices", devices)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {words}"), result.stderr
+    assert load_state(required=False) is None and port_is_free(port)
+
+
+def test_missing_mindie_home_is_refused(built: tuple[Path, Path], cli: Cli, tmp_path: Path) -> None:
+    result = _deploy(cli, built[1], tmp_path / "nowhere", free_port_block())
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: --mindie-home {tmp_path / 'nowhere'}: no such directory"

@@ -54,11 +54,10 @@ def deploy(
         raise PackError("deploy needs --model-dir and --mindie-home (or model.output and deploy.mindie_home in "
                         "the spec)")
     device_list = None
-    if devices:
-        try:
-            device_list = [int(d) for d in devices.split(",") if d.strip()]
-        except ValueError:
-            raise PackError(f"--devices {devices!r}: expected comma-separated NPU ids") from None
+    if devices is not None:
+        from mindie_pack.env.devices import parse_devices
+
+        device_list = parse_devices(devices)
     elif spec and spec.section("hardware").get("devices"):
         device_list = list(spec.section("hardware")["devices"])
     options = DeployOptions(model_dir=model_dir, mindie_home=mindie_home, spec=spec, port=port, devices=device_list,

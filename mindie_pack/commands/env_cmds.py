@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mindie_pack.env import daemon_environment, discover, run_doctor
+from mindie_pack.env import Installation, daemon_environment, discover, run_doctor
 from mindie_pack.env.ranktable import build_rank_table
 from mindie_pack.errors import PackError
 from mindie_pack.spec import DEFAULT_SPEC_NAME, Spec, load_spec
@@ -31,13 +31,32 @@ def _spec_path(spec: Spec | None, section: str, key: str) -> Path | None:
 
 
 def _devices(text: str | None, spec: Spec | None) -> list[int] | None:
-    if text:
-        try:
-            return [int(d) for d in text.split(",") if d.strip()]
-        except ValueError:
-            raise PackError(f"--devices {text!r}: expected comma-separated NPU ids, e.g. 0,1,2,3") from None
+    from mindie_pack.env.devices import parse_devices
+
+    if text is not None:
+        return parse_devices(text)
     devices = spec.section("hardware").get("devices") if spec else None
     return list(devices) if devices else None
+
+
+def _ports(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and int(p) <= 65535 for p in parts):
+        raise PackError(f"--ports {text!r}: expected comma-separated TCP ports (0..65535), e.g. 1025,1026,1027")
+    return [int(p) for p in parts]
+
+
+def _installation(ascend_root: Path | None, mindie_home: Path | None, spec: Spec | None) -> Installation:
+    """The install the flags (or the spec) name; a named path that is not there is refused, never ignored."""
+    from mindie_pack.env.discovery import require_given_paths
+
+    root = ascend_root or _spec_path(spec, "deploy", "ascend_root")
+    home = mindie_home or _spec_path(spec, "deploy", "mindie_home")
+    inst = discover(ascend_root=root, mindie_home=home)
+    require_given_paths(root, home, inst,
+                        root_flag="--ascend-root" if ascend_root else "deploy.ascend_root (spec)",
+                        home_flag="--mindie-home" if mindie_home else "deploy.mindie_home (spec)")
+    return inst
 
 
 def env(
@@ -53,9 +72,9 @@ def env(
     """The environment mindieservice_daemon needs (set_env.sh scripts sourced in order, plus the ms backend's)."""
     spec = _spec(spec_path)
     model = spec.section("model") if spec else {}
+    inst = _installation(ascend_root, mindie_home, spec)
     result = daemon_environment(
-        ascend_root=ascend_root or _spec_path(spec, "deploy", "ascend_root"),
-        mindie_home=mindie_home or _spec_path(spec, "deploy", "mindie_home"),
+        installation=inst,
         profile=profile or model.get("profile", "mf-ckpt"),
         mindformers_src=mindformers_src or (spec.resolve(model["mindformers_src"]) if model.get("mindformers_src")
                                             else None),
@@ -94,13 +113,13 @@ def doctor(
     """Check the machine for a MindIE ms-backend deployment; exit 1 on any failed check."""
     spec = _spec(spec_path)
     server = spec.section("server") if spec else {}
-    port_list = [int(p) for p in ports.split(",")] if ports else \
+    port_list = _ports(ports) if ports is not None else \
         [int(server.get(k, d)) for k, d in (("port", 1025), ("management_port", 1026), ("metrics_port", 1027))]
     if spec and model_dir is None and spec.section("model").get("output"):
         model_dir = spec.resolve(spec.section("model")["output"])
+    inst = _installation(ascend_root, mindie_home, spec)
     checks = run_doctor(
-        ascend_root=ascend_root or _spec_path(spec, "deploy", "ascend_root"),
-        mindie_home=mindie_home or _spec_path(spec, "deploy", "mindie_home"),
+        ascend_root=inst.root, mindie_home=inst.mindie_service,
         config_path=config_path, model_dir=model_dir,
         world_size=world_size or (spec.section("parallel").get("tp") if spec else None), ports=port_list,
         profile=spec.section("model").get("profile", "mf-ckpt") if spec else "mf-ckpt",
@@ -130,8 +149,6 @@ def ranktable(
     if inst.hccn_tool is None:
         raise PackError("hccn_tool not found (driver/tools/hccn_tool): it reports each NPU's NIC address")
     ids = _devices(devices, None) or []
-    if len(set(ids)) != len(ids):
-        raise PackError(f"--devices {devices}: a device is listed twice")
     table = build_rank_table(inst.hccn_tool, ids, server_id)
     from mindie_pack.fsutil import atomic_write_text
 

@@ -69,13 +69,13 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     from mindie_pack.builder.deployable import read_deployable
     from mindie_pack.config import render_config
     from mindie_pack.env import daemon_environment, discover
+    from mindie_pack.env.discovery import require_given_paths
     from mindie_pack.env.doctor import host_checks, npu_checks
 
     model = read_deployable(options.model_dir)
     inst = discover(mindie_home=options.mindie_home)
-    if inst.mindie_service is None:
-        raise PackError(f"--mindie-home {options.mindie_home}: no bin/mindieservice_daemon there (give the "
-                        "mindie-service folder, or install the emulator: mindie-pack emulator install PREFIX)")
+    require_given_paths(None, options.mindie_home, inst)
+    assert inst.mindie_service is not None
     version = options.mindie_version or inst.version("mindie") or "1.0.RC3"
     sets = list(options.sets)
     if options.port is not None:
@@ -86,6 +86,10 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     server = config["ServerConfig"]
     ports = sorted({int(server["port"]), int(server["managementPort"]), int(server["metricsPort"])})
     world = int(config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["worldSize"])
+    if options.devices is not None:
+        from mindie_pack.env.devices import check_devices, host_npu_ids
+
+        check_devices(options.devices, world_size=world, available=host_npu_ids(inst.npu_smi))
     blocking = [c for c in host_checks(ports, Path.cwd()) + (npu_checks(inst, world) if not options.docker_image
                 else []) if c.status == "fail" and c.blocking and c.name != "working directory"]
     if blocking:
