@@ -37,12 +37,16 @@ def render(
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Write config.json from the version's template, the spec and the model directory (validated first)."""
+    from mindie_pack.fsutil import check_parent_writable, writing
+
+    check_parent_writable(output)  # before any work: a directory there, a parent that is a file
     spec = load_spec(spec_path) if spec_path or Path(DEFAULT_SPEC_NAME).is_file() else None
     patch_data = _read_patch(patch) if patch else None
     version = mindie_version or (spec.section("server").get("mindie_version") if spec else None) \
         or DEFAULT_MINDIE_VERSION
     config = render_config(spec, model_dir=model_dir, mindie_version=version, sets=sets, patch=patch_data)
-    result = write_config(config, output, version=version)
+    with writing(output):
+        result = write_config(config, output, version=version)
     summary = {"path": str(result.path), "backup": str(result.backup) if result.backup else None,
                "diff": str(result.diff_path), "mindie_version": version, "line": line_for(version)}
     if as_json:

@@ -23,15 +23,22 @@ def install(
 ) -> None:
     """Write an emulated Ascend install (driver, CANN, MindIE with an emulated mindieservice_daemon, npu-smi)."""
     from mindie_pack.emulator.install import install_emulator
+    from mindie_pack.fsutil import output_error, writing
 
-    root = install_emulator(prefix, mindie_version=mindie_version, npu_count=npus, fake_model=fake_model,
-                            prefill_ms=prefill_ms, per_token_ms=per_token_ms)
+    if prefix.exists() and not prefix.is_dir():
+        raise output_error(prefix, NotADirectoryError(20, "Not a directory"), "cannot install the emulator")
+    backups: list[str] = []
+    with writing(prefix, "cannot install the emulator"):
+        root = install_emulator(prefix, mindie_version=mindie_version, npu_count=npus, fake_model=fake_model,
+                                prefill_ms=prefill_ms, per_token_ms=per_token_ms, backups=backups)
     info = {"ascend_root": str(root.root), "mindie_home": str(root.mindie_service),
-            "daemon": str(root.mindie_service / "bin" / "mindieservice_daemon")}
+            "daemon": str(root.mindie_service / "bin" / "mindieservice_daemon"), "backups": backups}
     if as_json:
         typer.echo(json.dumps(info))
         return
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
+    for note in backups:
+        console.print(f"note: {note}", markup=False)
     console.print(f"emulated Ascend root: {root.root}", markup=False)
     console.print(f"MindIE home (mindie-service): {root.mindie_service}", markup=False)
     console.print(f"deploy with: mindie-pack deploy --mindie-home {root.mindie_service} --model-dir DIR",
