@@ -130,14 +130,14 @@ def plan(
     max_seq_len: int = typer.Option(2560, "--max-seq-len", min=1),
     max_batch_size: int = typer.Option(200, "--max-batch-size", min=1),
     dtype: str | None = typer.Option(None, "--dtype", help="KV/weight dtype (default: torch_dtype)."),
+    vocab_emb_dp: bool | None = typer.Option(None, "--vocab-emb-dp/--no-vocab-emb-dp",
+                                             help="As given to build (default: the family's, Llama replicates)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Weights and KV cache per NPU, KV blocks for npuMemSize, and whether it all fits in HBM."""
-    from mindie_pack.config.plan import DTYPE_BYTES
-
     result = plan_capacity(model, npu=npu, hbm_gb=hbm_gb, world_size=world_size, npu_mem_size_gb=npu_mem_size,
                            block_size=block_size, max_seq_len=max_seq_len, max_batch_size=max_batch_size,
-                           dtype_bytes=DTYPE_BYTES[dtype] if dtype else None)
+                           dtype=dtype, vocab_emb_dp=vocab_emb_dp)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
