@@ -18,6 +18,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain click help: typer's rich help imports rich.markdown and markdown-it, which triples `--help` time
+    rich_markup_mode=None,
 )
 
 
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         err.print("interrupted")
         sys.exit(130)
     except click_errors as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # `mindie-pack config`: the group's help, already shown
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `mindie-pack config`: the group's help, on stderr
+            exc.show()  # type: ignore[attr-defined]
             sys.exit(2)
         if isinstance(exc, usage_errors):
             err.print(Text.assemble(("error: ", "bold red"), usage_line(exc)))

@@ -19,11 +19,11 @@ from typing import Any
 
 import httpx
 
+from mindie_pack.client.endpoints import ENDPOINTS  # noqa: F401 - re-exported; its home is light for --help
 from mindie_pack.client.sse import aiter_sse_data
 from mindie_pack.client.target import Target
 from mindie_pack.errors import PackError
 
-ENDPOINTS = ("openai-chat", "openai-completions", "tgi", "native")
 MINDIE_NAMES = {"ttft_ms": "FirstTokenTime", "itl_ms": "DecodeTime", "e2e_ms": "GenerateTime", "tpot_ms": "TPOT"}
 
 

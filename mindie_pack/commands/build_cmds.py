@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
 
-from mindie_pack.builder.assemble import BuildProgress, build_model_dir
-from mindie_pack.builder.hf_model import load_hf_model
-from mindie_pack.builder.options import BuildOptions
-from mindie_pack.builder.verify import verify_model_dir
 from mindie_pack.errors import PackError, VerificationFailed
-from mindie_pack.spec import DEFAULT_SPEC_NAME, Spec, load_spec, write_spec
+from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec, write_spec
+
+if TYPE_CHECKING:  # the work happens in the commands: `--help` imports none of it (see benchmarks/cli_startup.py)
+    from rich.progress import Progress
+
+    from mindie_pack.builder.assemble import BuildProgress
+    from mindie_pack.spec import Spec
 
 console = Console(stderr=True, highlight=False)
 
@@ -39,6 +39,10 @@ def _options_from_spec(spec: Spec) -> dict[str, Any]:
 
 
 def _progress_bar(enabled: bool) -> tuple[Progress | None, BuildProgress]:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from mindie_pack.builder.assemble import BuildProgress
+
     if not enabled:
         return None, BuildProgress()
     bar = Progress(
@@ -73,6 +77,9 @@ def build(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
 ) -> None:
     """Write the model directory MindIE's ms backend loads: config, yaml, tokenizer, sharded weights, manifest."""
+    from mindie_pack.builder.assemble import build_model_dir
+    from mindie_pack.builder.options import BuildOptions
+
     values: dict[str, Any] = {}
     if model is None:
         values = _options_from_spec(load_spec(spec_path))
@@ -114,6 +121,8 @@ def verify(
     """Re-hash files against the manifest, load every rank with MindSpore, compare with the HF source."""
     if run and reference is None:
         raise PackError("--run needs --reference HF_DIR (the model to compare against)")
+    from mindie_pack.builder.verify import verify_model_dir
+
     report = verify_model_dir(model_dir, reference)
     if run and report.ok:
         from mindie_pack.runtime.compare import DEFAULT_PROMPT, compare_with_reference
@@ -127,6 +136,8 @@ def verify(
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
+        from rich.table import Table
+
         table = Table(title=escape(f"verify {model_dir}"))
         table.add_column("check")
         table.add_column("result")
@@ -150,6 +161,8 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing spec."),
 ) -> None:
     """Write a deployment spec (mindie-pack.yaml) for a Hugging Face model folder."""
+    from mindie_pack.builder.hf_model import load_hf_model
+
     hf = load_hf_model(model)
     hf.family.plan_tp(hf.dims, tp, None)  # refuse an impossible tp now rather than at build time
     served = name or "".join(c if c.isalnum() or c in "._-" else "-" for c in model.resolve().name)

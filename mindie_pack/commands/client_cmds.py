@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from mindie_pack.client.bench import ENDPOINTS, BenchConfig, plot, run_load, summarize
-from mindie_pack.client.smoke import run_smoke
-from mindie_pack.client.target import resolve_target
+from mindie_pack.client.endpoints import ENDPOINTS
 from mindie_pack.commands.bounds import positive
 from mindie_pack.errors import PackError
 
@@ -35,6 +30,11 @@ def smoke(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check that the service answers on every API; exit 0 all passed, 1 a check failed, 2 unreachable."""
+    from rich.table import Table
+
+    from mindie_pack.client.smoke import run_smoke
+    from mindie_pack.client.target import resolve_target
+
     target = resolve_target(url, management_url, model, metrics_url)
     names = [c.strip() for c in checks.split(",") if c.strip()] if checks else None
     report = run_smoke(target, checks=names, wait_s=wait, expect=expect, max_tokens=max_tokens)
@@ -73,6 +73,14 @@ def bench(
     plot_file: Path | None = typer.Option(None, "--plot", help="Write latency/throughput plots (PNG)."),
 ) -> None:
     """Measure TTFT, inter-token latency, TPOT, end-to-end latency and throughput under load."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from mindie_pack.client.bench import BenchConfig, plot, run_load, summarize
+    from mindie_pack.client.target import resolve_target
+
     if endpoint not in ENDPOINTS:
         raise PackError(f"--endpoint {endpoint!r}: expected one of {', '.join(ENDPOINTS)}")
     if concurrency and rate:

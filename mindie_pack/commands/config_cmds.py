@@ -9,19 +9,13 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from mindie_pack.commands.bounds import positive
-from mindie_pack.config import line_for, plan_capacity, render_config, validate_config_file, write_config
-from mindie_pack.config.problems import Problem
-from mindie_pack.config.schema import field_schema
-from mindie_pack.config.validate import load_config_file
-from mindie_pack.config.versions import DEFAULT_MINDIE_VERSION, detect_version
-from mindie_pack.config.write import diff_lines
 from mindie_pack.errors import PackError
 from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec
 
-config_app = typer.Typer(help="Render, validate and plan MindIE's conf/config.json.", no_args_is_help=True)
+config_app = typer.Typer(help="Render, validate and plan MindIE's conf/config.json.", no_args_is_help=True,
+                         rich_markup_mode=None)
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -37,6 +31,8 @@ def render(
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Write config.json from the version's template, the spec and the model directory (validated first)."""
+    from mindie_pack.config import line_for, render_config, write_config
+    from mindie_pack.config.versions import DEFAULT_MINDIE_VERSION
     from mindie_pack.fsutil import check_parent_writable, writing
 
     check_parent_writable(output)  # before any work: a directory there, a parent that is a file
@@ -80,6 +76,11 @@ def validate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check a config.json as the daemon would: exit 0 valid (warnings allowed), 1 invalid."""
+    from mindie_pack.config import line_for, validate_config_file
+    from mindie_pack.config.problems import Problem
+    from mindie_pack.config.validate import load_config_file
+    from mindie_pack.config.versions import detect_version
+
     problems = validate_config_file(path, version=mindie_version, check_model_dir=not skip_model_dir,
                                     install_dir=install_dir)
     data, _ = load_config_file(path)
@@ -103,6 +104,8 @@ def validate(
 
 
 def _plan_from_config(data: dict[str, Any], npu: str | None) -> Any:
+    from mindie_pack.config import plan_capacity
+
     try:
         backend = data["BackendConfig"]
         model = backend["ModelDeployConfig"]["ModelConfig"][0]
@@ -135,6 +138,10 @@ def plan(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Weights and KV cache per NPU, KV blocks for npuMemSize, and whether it all fits in HBM."""
+    from rich.table import Table
+
+    from mindie_pack.config import plan_capacity
+
     result = plan_capacity(model, npu=npu, hbm_gb=hbm_gb, world_size=world_size, npu_mem_size_gb=npu_mem_size,
                            block_size=block_size, max_seq_len=max_seq_len, max_batch_size=max_batch_size,
                            dtype=dtype, vocab_emb_dp=vocab_emb_dp)
@@ -168,6 +175,9 @@ def plan(
 @config_app.command("diff")
 def diff(a: Path = typer.Argument(...), b: Path = typer.Argument(...)) -> None:
     """Field-by-field differences between two config.json files (exit 1 when they differ)."""
+    from mindie_pack.config.validate import load_config_file
+    from mindie_pack.config.write import diff_lines
+
     data = []
     for path in (a, b):
         loaded, problems = load_config_file(path)
@@ -187,6 +197,9 @@ def explain(
     mindie_version: str = typer.Option("2.x", "--mindie-version"),
 ) -> None:
     """What a config.json field means, its type, range and default."""
+    from mindie_pack.config import line_for
+    from mindie_pack.config.schema import field_schema
+
     node = field_schema(line_for(mindie_version), field_name)
     if node is None:
         raise PackError(f"{field_name}: no such field in the MindIE {line_for(mindie_version)} config")

@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-emulator_app = typer.Typer(help="A MindIE stand-in for machines without NPUs.", no_args_is_help=True)
+emulator_app = typer.Typer(help="A MindIE stand-in for machines without NPUs.", no_args_is_help=True,
+                           rich_markup_mode=None)
 
 
 @emulator_app.command("install")

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from mindie_pack.env import Installation, daemon_environment, discover, run_doctor
-from mindie_pack.env.ranktable import build_rank_table
 from mindie_pack.errors import PackError
-from mindie_pack.spec import DEFAULT_SPEC_NAME, Spec, load_spec
+from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec
+
+if TYPE_CHECKING:
+    from mindie_pack.env import Installation
+    from mindie_pack.spec import Spec
 
 out = Console(highlight=False, soft_wrap=True)
 STATUS_STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
@@ -48,6 +50,7 @@ def _ports(text: str) -> list[int]:
 
 def _installation(ascend_root: Path | None, mindie_home: Path | None, spec: Spec | None) -> Installation:
     """The install the flags (or the spec) name; a named path that is not there is refused, never ignored."""
+    from mindie_pack.env import discover
     from mindie_pack.env.discovery import require_given_paths
 
     root = ascend_root or _spec_path(spec, "deploy", "ascend_root")
@@ -70,6 +73,10 @@ def env(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The environment mindieservice_daemon needs (set_env.sh scripts sourced in order, plus the ms backend's)."""
+    from rich.table import Table
+
+    from mindie_pack.env import daemon_environment
+
     spec = _spec(spec_path)
     model = spec.section("model") if spec else {}
     inst = _installation(ascend_root, mindie_home, spec)
@@ -111,6 +118,10 @@ def doctor(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check the machine for a MindIE ms-backend deployment; exit 1 on any failed check."""
+    from rich.table import Table
+
+    from mindie_pack.env import run_doctor
+
     spec = _spec(spec_path)
     server = spec.section("server") if spec else {}
     port_list = _ports(ports) if ports is not None else \
@@ -145,6 +156,9 @@ def ranktable(
     server_id: str | None = typer.Option(None, "--server-id", help="Host IP (default: this host's address)."),
 ) -> None:
     """Write the HCCL rank table for this server from `hccn_tool -i N -ip -g`."""
+    from mindie_pack.env import discover
+    from mindie_pack.env.ranktable import build_rank_table
+
     inst = discover(ascend_root=ascend_root)
     if inst.hccn_tool is None:
         raise PackError("hccn_tool not found (driver/tools/hccn_tool): it reports each NPU's NIC address")

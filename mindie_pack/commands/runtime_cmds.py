@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 
 from mindie_pack.commands.bounds import positive
-from mindie_pack.runtime.api import GenerationParams
 
 
 def run(
@@ -27,6 +26,7 @@ def run(
 ) -> None:
     """Generate text from a built model directory with the MindSpore CPU runtime."""
     from mindie_pack.runtime import load_runtime  # imports MindSpore: only when this command runs
+    from mindie_pack.runtime.api import GenerationParams
 
     runtime = load_runtime(model_dir)
     text = runtime.apply_chat_template([{"role": "user", "content": prompt}]) if chat else prompt
