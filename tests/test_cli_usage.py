@@ -128,10 +128,13 @@ def test_multi_line_diagnostics_stay_whole(cli: Cli, monkeypatch: pytest.MonkeyP
     from mindie_pack.errors import PackError
 
     message = "deploy failed: the daemon exited with code 1; log /x/daemon.log\n  last log lines:\n    [ERROR] a [b]"
-    assert str(PackError(message)) == message
+    error = PackError("deploy failed: the daemon exited with code 1;\n log /x/daemon.log",
+                      details=["  last log lines:", "    [ERROR] a [b]"])
+    assert str(error) == message  # the message folded to one line, the details whole
+    assert str(PackError("a\n  b")) == "a b"
 
     def fail(*_: object, **__: object) -> None:
-        raise PackError(message)
+        raise error
 
     monkeypatch.setattr("mindie_pack.deploy.status.status", fail)
     result = cli("status")
