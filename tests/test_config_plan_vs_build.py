@@ -47,3 +47,9 @@ def test_plan_equals_the_built_rank_files(tiny_models: Callable[..., Path], tmp_
     plan = plan_capacity(hf, world_size=tp, npu_mem_size_gb=1, dtype=dtype, vocab_emb_dp=vocab_emb_dp)
     assert plan.weight_bytes_per_rank == written[0]
     assert plan.dtype == dtype
+    from_dir = plan_capacity(out, world_size=tp, npu_mem_size_gb=1)  # the built directory: planned as built
+    assert from_dir.weight_bytes_per_rank == written[0] and from_dir.errors == []
+    if tp > 1:
+        other = plan_capacity(out, world_size=1, npu_mem_size_gb=1)
+        assert other.errors[0] == f"{out} was built for worldSize {tp} (--tp {tp}), not 1: rebuild it, or plan " \
+                                  "with that world size"

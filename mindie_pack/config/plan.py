@@ -155,6 +155,15 @@ def plan_capacity(model: Path | dict[str, Any], *, npu: str | None = None, hbm_g
     if dtype is None and dtype_bytes is not None:  # older callers gave a width only
         dtype = _BYTES_TO_DTYPE.get(dtype_bytes)
     parsed = parse_model(model)
+    built_tp = None
+    if isinstance(model, Path) and (model / "manifest.json").is_file():
+        # a directory written by `build`: plan it as it was built (its dtype and vocabulary split)
+        from mindie_pack.builder.model_dir import open_model_dir
+
+        built_dir = open_model_dir(model)
+        dtype = dtype or built_dir.dtype.value.name
+        vocab_emb_dp = built_dir.plan.vocab_emb_dp if vocab_emb_dp is None else vocab_emb_dp
+        built_tp = built_dir.tp
     if hbm_gb is None:
         key = (npu or "910B").upper()
         if key not in NPU_HBM_GB:
@@ -170,6 +179,9 @@ def plan_capacity(model: Path | dict[str, Any], *, npu: str | None = None, hbm_g
                         per_token, blocks, tokens, max_seq_len, max_batch_size, fits,
                         weight_bytes_per_rank=built.weight_bytes_per_rank, dtype=built.dtype,
                         embedding_split=built.embedding_split, lm_head_split=built.lm_head_split)
+    if built_tp is not None and built_tp != world_size:
+        plan.errors.append(f"{model} was built for worldSize {built_tp} (--tp {built_tp}), not {world_size}: "
+                           "rebuild it, or plan with that world size")
     if not fits:
         plan.errors.append(f"weights {weights_gb:.1f} GiB + npuMemSize {npu_mem_size_gb} GiB + reserve "
                            f"{reserve_gb} GiB exceed {hbm_gb} GB of HBM per NPU")
