@@ -57,3 +57,13 @@ def test_env_device_lists(cli: Cli, devices: str, words: str) -> None:
 def test_doctor_ports(cli: Cli, ports: str) -> None:
     result = cli("doctor", "--ports", ports)
     assert result.exit_code == 2 and result.stderr.startswith(f"error: --ports {ports!r}")
+
+
+def test_env_refuses_devices_the_host_does_not_have(cli: Cli, tmp_path: Path) -> None:
+    installed = install_emulator(tmp_path / "Ascend", npu_count=4)
+    result = cli("env", "--ascend-root", installed.root, "--devices", "2,7")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --devices 2,7: this host has no NPU 7 (npu-smi lists 0,1,2,3)"
+    ok = cli("env", "--ascend-root", installed.root, "--devices", "2,3", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert '"ASCEND_RT_VISIBLE_DEVICES": "2,3"' in ok.stdout

@@ -78,7 +78,7 @@ def deploy(
                 out.print(f"# container mode:\n{plan.container.docker_run_command()}", markup=False)
         return
     with Status("deploying", console=err) as spinner:
-        progress = Progress(stage=lambda text: spinner.update(f"deploy: {text}"),
+        progress = Progress(stage=lambda text: spinner.update(escape(f"deploy: {text}")),
                             log_line=lambda line: err.print(f"daemon | {line}", style="dim", markup=False))
         state = run_deploy(options, progress)
     if as_json:

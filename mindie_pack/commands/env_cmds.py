@@ -41,6 +41,15 @@ def _devices(text: str | None, spec: Spec | None) -> list[int] | None:
     return list(devices) if devices else None
 
 
+def _host_devices(ids: list[int] | None, inst: Installation) -> list[int] | None:
+    """Device ids this host has (when npu-smi can tell)."""
+    from mindie_pack.env.devices import check_devices, host_npu_ids
+
+    if ids:
+        check_devices(ids, available=host_npu_ids(inst.npu_smi))
+    return ids
+
+
 def _ports(text: str) -> list[int]:
     parts = [p.strip() for p in text.split(",")]
     if not all(p.isdigit() and int(p) <= 65535 for p in parts):
@@ -85,7 +94,7 @@ def env(
         profile=profile or model.get("profile", "mf-ckpt"),
         mindformers_src=mindformers_src or (spec.resolve(model["mindformers_src"]) if model.get("mindformers_src")
                                             else None),
-        devices=_devices(devices, spec),
+        devices=_host_devices(_devices(devices, spec), inst),
     )
     if shell:
         for line in result.export_lines():
@@ -162,7 +171,7 @@ def ranktable(
     inst = discover(ascend_root=ascend_root)
     if inst.hccn_tool is None:
         raise PackError("hccn_tool not found (driver/tools/hccn_tool): it reports each NPU's NIC address")
-    ids = _devices(devices, None) or []
+    ids = _devices(devices, None) or []  # hccn_tool itself refuses an NPU the host does not have
     table = build_rank_table(inst.hccn_tool, ids, server_id)
     from mindie_pack.fsutil import atomic_write_text
 
