@@ -248,3 +248,13 @@ def test_missing_mindie_home_is_refused(built: tuple[Path, Path], cli: Cli, tmp_
     result = _deploy(cli, built[1], tmp_path / "nowhere", free_port_block())
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: --mindie-home {tmp_path / 'nowhere'}: no such directory"
+
+
+def test_daemon_that_cannot_be_executed_is_one_line(built: tuple[Path, Path], cli: Cli, tmp_path: Path) -> None:
+    home = install_emulator(tmp_path / "Ascend").mindie_service
+    daemon = home / "bin" / "mindieservice_daemon"
+    os.chmod(daemon, 0o440)  # not executable, even for root
+    result = _deploy(cli, built[1], home, free_port_block())
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {daemon}: cannot start it: permission denied"
+    assert load_state(required=False) is None
