@@ -1,22 +1,24 @@
-"""The one error type a user sees: a clear message naming the file, field or tensor and what was expected.
+"""The one error type a user sees: a single line naming the file, field or tensor and what was expected.
 
-The message is one line, or a first line followed by indented detail lines (a daemon's last log lines, likely
-causes): those are kept whole, never folded into one long line.
+A failure that has more to show (the daemon's last log lines, the likely causes) passes them as `details`: they are
+printed whole, one per line, under the message; the message itself is always folded into one line.
 """
 
+from __future__ import annotations
 
-def _tidy(message: str) -> str:
-    lines = [line.rstrip() for line in message.strip().splitlines()]
-    return "\n".join(line for line in lines if line.strip())
+from collections.abc import Sequence
 
 
 class PackError(Exception):
-    """A user-facing failure. The CLI prints `error: <message>` and exits with `exit_code`."""
+    """A user-facing failure. The CLI prints `error: <message>` (then any detail lines) and exits with
+    `exit_code`."""
 
     exit_code: int = 2
 
-    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
-        super().__init__(_tidy(message))
+    def __init__(self, message: str, *, details: Sequence[str] = (), exit_code: int | None = None) -> None:
+        self.message = " ".join(message.split())
+        self.details = [line.rstrip() for line in details if line.strip()]
+        super().__init__("\n".join([self.message, *self.details]))
         if exit_code is not None:
             self.exit_code = exit_code
 

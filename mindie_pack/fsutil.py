@@ -63,6 +63,8 @@ def check_parent_writable(path: Path) -> None:
         if ancestor.exists():
             if not ancestor.is_dir():
                 raise output_error(path, OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(ancestor)))
+            if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
+                raise output_error(path, OSError(errno.EROFS, os.strerror(errno.EROFS), str(ancestor)))
             if not os.access(ancestor, os.W_OK | os.X_OK):
                 raise output_error(path, OSError(errno.EACCES, os.strerror(errno.EACCES), str(ancestor)))
             break

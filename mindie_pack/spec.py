@@ -6,9 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
-
 from mindie_pack.errors import PackError
 from mindie_pack.resources import schema_path
 
@@ -39,6 +36,8 @@ def _schema() -> dict[str, Any]:
 
 
 def validate_spec_data(data: Any, origin: str) -> None:
+    import jsonschema  # here, not at the top: the CLI imports this module for --help
+
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
@@ -53,6 +52,8 @@ def load_spec(path: Path | None = None) -> Spec:
         raise PackError(
             f"{spec_path}: no deployment spec found; pass --model (or run `mindie-pack init --model HF_DIR`)"
         )
+    import yaml
+
     try:
         data = yaml.safe_load(spec_path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -62,6 +63,8 @@ def load_spec(path: Path | None = None) -> Spec:
 
 
 def write_spec(path: Path, data: dict[str, Any], *, force: bool = False) -> None:
+    import yaml
+
     validate_spec_data(data, str(path))
     if path.exists() and not force:
         raise PackError(f"{path}: already exists; pass --force to overwrite it")

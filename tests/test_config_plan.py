@@ -14,13 +14,16 @@ from mindie_pack.errors import PackError
 from conftest import CliResult
 
 # Qwen2-7B (config.json as published): 28 layers, 28 heads, 4 KV heads, head_dim 128.
-QWEN2_7B = {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+QWEN2_7B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+            "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
             "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "torch_dtype": "bfloat16",
-            "tie_word_embeddings": False}
+            "tie_word_embeddings": False, "max_position_embeddings": 32768, "rms_norm_eps": 1e-06,
+            "rope_theta": 1000000.0}
 # Llama-2-70B: 80 layers, 64 heads, 8 KV heads, head_dim 128.
-LLAMA2_70B = {"model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+LLAMA2_70B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+              "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
               "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 32000, "torch_dtype": "float16",
-              "tie_word_embeddings": False}
+              "tie_word_embeddings": False, "max_position_embeddings": 4096, "rms_norm_eps": 1e-05}
 GIB = 1024**3
 
 
@@ -37,7 +40,10 @@ def test_qwen2_7b_on_one_910b() -> None:
     params = 2 * 152064 * 3584 + 28 * (2 * 3584 * 3584 + 2 * 3584 * 512 + 3 * 3584 * 18944 + 3584 + 1024 + 2 * 3584) \
         + 3584
     assert params == 7615616512
-    assert plan.weights_gb_per_rank == round(params * 2 / GIB, 3)
+    # stored as built: bfloat16, except the RMSNorm weights (MindFormers declares them float32: 2 more bytes each)
+    norms = 28 * 2 * 3584 + 3584
+    assert plan.weight_bytes_per_rank == params * 2 + norms * 2 == 15231641600
+    assert plan.weights_gb_per_rank == round((params * 2 + norms * 2) / GIB, 3)
     assert plan.fits_in_hbm  # 14.2 GiB + 8 + 3 <= 64
     assert plan.errors == []
     assert plan.warnings == ["maxBatchSize x maxSeqLen = 512000 tokens exceed the KV cache (149760 tokens): full "
@@ -79,3 +85,51 @@ def test_plan_cli_json(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     failing = cli("config", "plan", tmp_path, "--npu-mem-size", "1", "--max-seq-len", "32768")
     assert failing.exit_code == 1
     assert "does not fit in the KV cache at all" in failing.stdout
+
+
+# Llama-3-8B (config.json as published)
+LLAMA3_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+             "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+             "vocab_size": 128256, "torch_dtype": "bfloat16", "tie_word_embeddings": False,
+             "max_position_embeddings": 8192, "rms_norm_eps": 1e-05, "rope_theta": 500000.0}
+
+
+def test_llama3_8b_on_8_cards_replicates_embedding_and_lm_head() -> None:
+    plan = plan_capacity(LLAMA3_8B, world_size=8, npu_mem_size_gb=8)
+    # per layer: q, o 4096x4096; k, v 1024x4096; gate, up, down 3 x 4096x14336 = 218,103,808 params, 1/8 per rank
+    layers = 32 * (2 * 4096 * 4096 + 2 * 1024 * 4096 + 3 * 4096 * 14336) // 8 * 2
+    embeddings = 2 * 128256 * 4096 * 2  # embedding and lm_head, whole on every rank (vocab_emb_dp, the default)
+    norms = (32 * 2 + 1) * 4096 * 4  # float32
+    assert plan.weight_bytes_per_rank == layers + embeddings + norms == 3847241728  # 3.85 GB, not 1.87
+    assert not plan.embedding_split and not plan.lm_head_split
+    split = plan_capacity(LLAMA3_8B, world_size=8, npu_mem_size_gb=8, vocab_emb_dp=False)
+    assert split.weight_bytes_per_rank == layers + embeddings // 8 + norms
+
+
+def test_world_size_the_build_refuses_is_refused() -> None:
+    with pytest.raises(PackError, match=r"worldSize 16 must divide num_key_value_heads \(8\); possible tp values: "
+                                        r"1, 2, 4, 8"):
+        plan_capacity(LLAMA3_8B, world_size=16, npu_mem_size_gb=8)
+
+
+def test_smallest_world_size_is_never_one_the_build_refuses() -> None:
+    # 20 GB cards: Llama-2-70B needs more than 8 (16 would fit, but 8 KV heads cannot be split 16 ways)
+    plan = plan_capacity(LLAMA2_70B, hbm_gb=20, world_size=8, npu_mem_size_gb=1, max_seq_len=4096)
+    assert plan.smallest_world_size is None
+    assert "no world size the build accepts (1, 2, 4, 8) fits this model in 20 GB per NPU" in plan.warnings
+    roomy = plan_capacity(LLAMA2_70B, hbm_gb=30, world_size=8, npu_mem_size_gb=1, max_seq_len=4096)
+    assert roomy.smallest_world_size == 8
+
+
+def test_head_dim_the_network_cannot_hold_is_refused() -> None:
+    with pytest.raises(PackError, match=r"head_dim 256 differs from hidden_size / num_attention_heads"):
+        plan_capacity({**LLAMA3_8B, "head_dim": 256}, world_size=1, npu_mem_size_gb=8)
+    assert plan_capacity({**LLAMA3_8B, "head_dim": 128}, world_size=1, npu_mem_size_gb=8).kv_bytes_per_token_per_rank \
+        == 2 * 32 * 8 * 128 * 2
+
+
+def test_bad_dtype_is_one_line(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(QWEN2_7B))
+    result = cli("config", "plan", tmp_path, "--dtype", "int8")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --dtype 'int8': expected one of bfloat16, float16, float32"

@@ -187,3 +187,74 @@ def test_dry_run_prints_the_commands_and_starts_nothing(built: tuple[Path, Path]
         assert piece in run, piece
     assert load_state(required=False) is None
     assert port_is_free(port)
+
+
+def test_two_concurrent_deploys_one_clean_refusal(built: tuple[Path, Path], emulator: Path, cli: Cli,
+                                                  state_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    ports = [free_port_block(), free_port_block()]
+    procs = [subprocess.Popen([sys.executable, "-m", "mindie_pack", "deploy", "--model-dir", str(built[1]),
+                               "--mindie-home", str(emulator), "--port", str(port), "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for port in ports]
+    outcomes = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes == [0, 2], outcomes
+    loser = next(err for code, _, err in outcomes if code == 2)
+    assert "Traceback" not in loser
+    assert len(loser.strip().splitlines()) == 1, loser
+    assert loser.startswith("error: ") and ("another mindie-pack deploy or stop is running" in loser
+                                             or "a deployment is running" in loser)
+    state = load_state()
+    assert state is not None
+    # state folders 0750, the daemon's log 0640
+    assert oct(state_dir.stat().st_mode & 0o777) == "0o750"
+    assert oct(Path(state.deployment_dir).stat().st_mode & 0o777) == "0o750"
+    assert oct(Path(state.deployment_dir).parent.stat().st_mode & 0o777) == "0o750"
+    assert oct(Path(state.log_path).stat().st_mode & 0o777) == "0o640"
+    assert cli("stop").exit_code == 0
+
+
+def test_readiness_failure_names_the_step(built: tuple[Path, Path], cli: Cli, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    # the fake-model emulator starts in about a second; 20 s leave room for a busy machine
+    fake = install_emulator(tmp_path / "emu-fake", fake_model=True).mindie_service
+    monkeypatch.setenv("MINDIE_EMULATOR_FAULT", "error-status")  # /generate answers 500
+    result = _deploy(cli, built[1], fake, free_port_block(), "--timeout", "20")
+    assert result.exit_code == 2
+    first = result.stderr.splitlines()[0]
+    assert "the service was not ready after 20 s (last step: the one-token request returned HTTP 500" in first, first
+    assert "\n  last log lines:\n" in result.stderr  # the diagnostic keeps its lines
+    assert load_state(required=False) is None
+
+
+@pytest.mark.parametrize("devices, words", [
+    ("0,0", "--devices '0,0': NPU 0 is listed more than once"),
+    ("3", "--devices 3: 1 NPU(s) for worldSize 2"),
+    ("0,9", "--devices 0,9: this host has no NPU 9 (npu-smi lists 0,1,2,3,4,5,6,7)"),
+    ("a,b", "--devices 'a,b': 'a' is not an NPU id"),
+])
+def test_bad_devices_are_refused_before_anything_starts(built: tuple[Path, Path], emulator: Path, cli: Cli,
+                                                        devices: str, words: str) -> None:
+    port = free_port_block()
+    result = _deploy(cli, built[1], emulator, port, "--devices", devices)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {words}"), result.stderr
+    assert load_state(required=False) is None and port_is_free(port)
+
+
+def test_missing_mindie_home_is_refused(built: tuple[Path, Path], cli: Cli, tmp_path: Path) -> None:
+    result = _deploy(cli, built[1], tmp_path / "nowhere", free_port_block())
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: --mindie-home {tmp_path / 'nowhere'}: no such directory"
+
+
+def test_daemon_that_cannot_be_executed_is_one_line(built: tuple[Path, Path], cli: Cli, tmp_path: Path) -> None:
+    home = install_emulator(tmp_path / "Ascend").mindie_service
+    daemon = home / "bin" / "mindieservice_daemon"
+    os.chmod(daemon, 0o440)  # not executable, even for root
+    result = _deploy(cli, built[1], home, free_port_block())
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {daemon}: cannot start it: permission denied"
+    assert load_state(required=False) is None

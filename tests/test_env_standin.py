@@ -161,6 +161,7 @@ def test_doctor_version_mismatch_and_missing_components(tmp_path: Path, cli: Cli
 
 
 def test_doctor_without_any_ascend_software(tmp_path: Path, cli: Cli) -> None:
+    (tmp_path / "nothing").mkdir()  # an empty root (a root that does not exist is refused: see test_env_bounds)
     code, checks = _doctor(cli, tmp_path / "nothing")
     assert code == 1
     assert checks["npu-smi"]["status"] == "fail"

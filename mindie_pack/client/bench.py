@@ -26,7 +26,6 @@ from mindie_pack.client.transport import DEFAULT_DEADLINE_S, HttpStatusError, No
 from mindie_pack.errors import PackError
 from mindie_pack.wire.format import request_body
 
-ENDPOINTS = ("openai-chat", "openai-completions", "tgi", "native", "vllm")
 API_OF = {"openai-chat": "openai-chat", "openai-completions": "openai-completions", "tgi": "tgi", "native": "infer",
           "vllm": "vllm"}
 MINDIE_NAMES = {"ttft_ms": "FirstTokenTime", "itl_ms": "DecodeTime", "e2e_ms": "GenerateTime", "tpot_ms": "TPOT"}

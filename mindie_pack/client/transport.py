@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 
+from mindie_pack.client.endpoints import DEFAULT_DEADLINE_S  # noqa: F401 - its home is light for --help
 from mindie_pack.wire.stream import StreamDecoder, StreamResult
 
 CONNECT_TIMEOUT_S = 5.0
-DEFAULT_DEADLINE_S = 120.0
 
 
 class NoAnswer(Exception):

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
+from rich.markup import escape
 
-from mindie_pack.builder.assemble import BuildProgress, build_model_dir
-from mindie_pack.builder.hf_model import load_hf_model
-from mindie_pack.builder.options import BuildOptions
-from mindie_pack.builder.verify import verify_model_dir
 from mindie_pack.errors import PackError, VerificationFailed
-from mindie_pack.spec import DEFAULT_SPEC_NAME, Spec, load_spec, write_spec
+from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec, write_spec
+
+if TYPE_CHECKING:  # the work happens in the commands: `--help` imports none of it (see benchmarks/cli_startup.py)
+    from rich.progress import Progress
+
+    from mindie_pack.builder.assemble import BuildProgress
+    from mindie_pack.spec import Spec
 
 console = Console(stderr=True, highlight=False)
 
@@ -38,6 +39,10 @@ def _options_from_spec(spec: Spec) -> dict[str, Any]:
 
 
 def _progress_bar(enabled: bool) -> tuple[Progress | None, BuildProgress]:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from mindie_pack.builder.assemble import BuildProgress
+
     if not enabled:
         return None, BuildProgress()
     bar = Progress(
@@ -58,20 +63,23 @@ def build(
                                       help="Hugging Face model folder (default: from mindie-pack.yaml)."),
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="Model directory to write (MindIE modelWeightPath)."),
-    tp: int | None = typer.Option(None, "--tp", help="Tensor-parallel degree = MindIE worldSize (default 1)."),
+    tp: int | None = typer.Option(None, "--tp", min=1, help="Tensor-parallel degree = MindIE worldSize (default 1)."),
     dtype: str | None = typer.Option(None, "--dtype", help="bfloat16, float16 or float32 (default: HF torch_dtype)."),
     profile: str | None = typer.Option(None, "--profile", help="mf-ckpt (default), mf-safetensors or llm-boost."),
     name: str | None = typer.Option(None, "--name", help="Model name (default: the output folder's name)."),
     mindformers_src: Path | None = typer.Option(None, "--mindformers-src", help="MindFormers source checkout."),
     vocab_emb_dp: bool | None = typer.Option(None, "--vocab-emb-dp/--no-vocab-emb-dp",
                                              help="Replicate embedding/lm_head on every rank (default: per family)."),
-    seq_length: int | None = typer.Option(None, "--seq-length", help="Static sequence length of the network."),
+    seq_length: int | None = typer.Option(None, "--seq-length", min=1, help="Static sequence length of the network."),
     crc: bool = typer.Option(False, "--crc", help="Append MindSpore's CRC trailer to each .ckpt."),
     spec_path: Path | None = typer.Option(None, "--spec", help=f"Deployment spec (default ./{DEFAULT_SPEC_NAME})."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output (once the new one is complete)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
 ) -> None:
     """Write the model directory MindIE's ms backend loads: config, yaml, tokenizer, sharded weights, manifest."""
+    from mindie_pack.builder.assemble import build_model_dir
+    from mindie_pack.builder.options import BuildOptions
+
     values: dict[str, Any] = {}
     if model is None:
         values = _options_from_spec(load_spec(spec_path))
@@ -93,10 +101,11 @@ def build(
         typer.echo(json.dumps(summary, indent=2))
         return
     for note in result.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
     out = Console(highlight=False)
     out.print(f"built {summary['output_dir']}  ({summary['family']}, profile {summary['profile']}, "
-              f"tp {summary['tp']}, {summary['dtype']}, {summary['files']} files, {summary['bytes']:,} bytes)")
+              f"tp {summary['tp']}, {summary['dtype']}, {summary['files']} files, {summary['bytes']:,} bytes)",
+              markup=False)
     for weight in summary["weights"]:
         out.print(f"  {weight['path']}  {weight['size']:,} bytes  sha256 {weight['sha256'][:16]}…")
 
@@ -112,6 +121,8 @@ def verify(
     """Re-hash files against the manifest, load every rank with MindSpore, compare with the HF source."""
     if run and reference is None:
         raise PackError("--run needs --reference HF_DIR (the model to compare against)")
+    from mindie_pack.builder.verify import verify_model_dir
+
     report = verify_model_dir(model_dir, reference)
     if run and report.ok:
         from mindie_pack.runtime.compare import DEFAULT_PROMPT, compare_with_reference
@@ -125,12 +136,14 @@ def verify(
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        table = Table(title=f"verify {model_dir}")
+        from rich.table import Table
+
+        table = Table(title=escape(f"verify {model_dir}"))
         table.add_column("check")
         table.add_column("result")
         table.add_column("detail", overflow="fold")
         for check in report.checks:
-            table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAIL[/]", check.detail)
+            table.add_row(escape(check.name), "[green]ok[/]" if check.ok else "[red]FAIL[/]", escape(check.detail))
         Console(highlight=False).print(table)
     if not report.ok:
         failed = next(c for c in report.checks if not c.ok)
@@ -141,13 +154,15 @@ def verify(
 
 def init(
     model: Path = typer.Option(..., "--model", help="Hugging Face model folder."),
-    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
+    tp: int = typer.Option(1, "--tp", min=1, help="Tensor-parallel degree."),
     output: Path | None = typer.Option(None, "--output", help="Model directory (default ./mindie-models/<name>)."),
     name: str | None = typer.Option(None, "--name", help="Served model name (default: the HF folder's name)."),
     spec_path: Path = typer.Option(Path(DEFAULT_SPEC_NAME), "--spec", help="Where to write the spec."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing spec."),
 ) -> None:
     """Write a deployment spec (mindie-pack.yaml) for a Hugging Face model folder."""
+    from mindie_pack.builder.hf_model import load_hf_model
+
     hf = load_hf_model(model)
     hf.family.plan_tp(hf.dims, tp, None)  # refuse an impossible tp now rather than at build time
     served = name or "".join(c if c.isalnum() or c in "._-" else "-" for c in model.resolve().name)
@@ -158,21 +173,21 @@ def init(
         "parallel": {"tp": tp},
     }
     write_spec(spec_path, data, force=force)
-    Console(highlight=False).print(f"wrote {spec_path} ({hf.family.description}, tp {tp})")
+    Console(highlight=False).print(f"wrote {spec_path} ({hf.family.description}, tp {tp})", markup=False)
 
 
 def tiny_model(
     output: Path = typer.Argument(..., help="Folder to write the tiny HF model into."),
     family: str = typer.Option("qwen2", "--family", help="llama, qwen2 or baichuan2."),
     dtype: str = typer.Option("bfloat16", "--dtype"),
-    shards: int = typer.Option(1, "--shards", help="Number of safetensors shards."),
+    shards: int = typer.Option(1, "--shards", min=1, help="Number of safetensors shards."),
 ) -> None:
     """Generate a tiny random HF model with a trained byte-level BPE tokenizer (for rehearsals and tests)."""
     from mindie_pack.tiny_model import TinyModelSpec, make_tiny_model
 
     kv_heads = 4 if family == "baichuan2" else 2
     make_tiny_model(output, TinyModelSpec(family=family, dtype=dtype, shards=shards, num_kv_heads=kv_heads))
-    Console(highlight=False).print(f"wrote tiny {family} model to {output}")
+    Console(highlight=False).print(f"wrote tiny {family} model to {output}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

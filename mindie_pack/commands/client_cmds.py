@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from mindie_pack.client.bench import (
-    ENDPOINTS,
-    BenchConfig,
-    check_output_path,
-    plot,
-    require_plotting,
-    run_load,
-    summarize,
-    write_output,
-)
-from mindie_pack.client.smoke import run_smoke
-from mindie_pack.client.target import resolve_target
-from mindie_pack.client.transport import DEFAULT_DEADLINE_S
+from mindie_pack.client.endpoints import DEFAULT_DEADLINE_S, ENDPOINTS
+from mindie_pack.commands.bounds import positive
 from mindie_pack.errors import PackError
 
 out = Console(highlight=False, soft_wrap=True)
@@ -38,7 +24,7 @@ def smoke(
     metrics_url: str | None = typer.Option(None, "--metrics-url"),
     model: str | None = typer.Option(None, "--model", help="modelName (default: the first /v1/models id)."),
     checks: str | None = typer.Option(None, "--checks", help="Comma-separated subset, e.g. health,models,chat."),
-    wait: float = typer.Option(0.0, "--wait", help="Retry with backoff until ready, up to this many seconds."),
+    wait: float = typer.Option(0.0, "--wait", min=0, help="Retry with backoff until ready, up to this many seconds."),
     expect: Path | None = typer.Option(None, "--expect", help="Golden prompts: [{prompt, expect|contains}]."),
     max_tokens: int = typer.Option(16, "--max-tokens", min=1),
     timeout: float = typer.Option(DEFAULT_DEADLINE_S, "--timeout", min=0.1,
@@ -46,13 +32,18 @@ def smoke(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check that the service answers on every API; exit 0 all passed, 1 a check failed, 2 unreachable."""
+    from rich.table import Table
+
+    from mindie_pack.client.smoke import run_smoke
+    from mindie_pack.client.target import resolve_target
+
     target = resolve_target(url, management_url, model, metrics_url)
     names = [c.strip() for c in checks.split(",") if c.strip()] if checks else None
     report = run_smoke(target, checks=names, wait_s=wait, expect=expect, max_tokens=max_tokens, timeout_s=timeout)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        table = Table(title=f"smoke {target.business_url} (model {target.model or '?'})")
+        table = Table(title=escape(f"smoke {target.business_url} (model {target.model or '?'})"))
         for column in ("check", "status", "latency ms", "tokens", "detail"):
             table.add_column(column, overflow="fold")
         for check in report.checks:
@@ -60,7 +51,7 @@ def smoke(
                           "" if check.tokens is None else str(check.tokens), escape(check.detail))
         out.print(table)
         if report.unreachable:
-            out.print(f"[red]unreachable[/]: {target.management_url} / {target.business_url}")
+            out.print(f"[red]unreachable[/]: {escape(target.management_url)} / {escape(target.business_url)}")
     raise typer.Exit(report.exit_code)
 
 
@@ -69,21 +60,39 @@ def bench(
     model: str | None = typer.Option(None, "--model"),
     endpoint: str = typer.Option("openai-chat", "--endpoint", help=" | ".join(ENDPOINTS)),
     concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="Closed loop: requests in flight."),
-    rate: float | None = typer.Option(None, "--rate", help="Open loop: Poisson arrivals per second."),
+    rate: float | None = typer.Option(None, "--rate", callback=positive,
+                                      help="Open loop: Poisson arrivals per second."),
     requests: int | None = typer.Option(None, "--requests", min=1),
-    duration: float | None = typer.Option(None, "--duration", help="Seconds (instead of --requests)."),
-    input_len: int = typer.Option(32, "--input-len", help="Synthetic prompt length in words."),
-    output_len: int = typer.Option(64, "--output-len", help="max_tokens per request (eos ignored)."),
+    duration: float | None = typer.Option(None, "--duration", callback=positive,
+                                          help="Seconds (instead of --requests)."),
+    input_len: int = typer.Option(32, "--input-len", min=1, help="Synthetic prompt length in words."),
+    output_len: int = typer.Option(64, "--output-len", min=1, help="max_tokens per request (eos ignored)."),
     dataset: Path | None = typer.Option(None, "--dataset", help="ShareGPT JSON for prompts."),
     warmup: int = typer.Option(2, "--warmup", min=0),
-    slo_ttft: float | None = typer.Option(None, "--slo-ttft", help="TTFT SLO in ms (for goodput)."),
-    slo_tpot: float | None = typer.Option(None, "--slo-tpot", help="TPOT SLO in ms (for goodput)."),
+    slo_ttft: float | None = typer.Option(None, "--slo-ttft", callback=positive, help="TTFT SLO in ms (for goodput)."),
+    slo_tpot: float | None = typer.Option(None, "--slo-tpot", callback=positive, help="TPOT SLO in ms (for goodput)."),
     json_file: Path | None = typer.Option(None, "--json", help="Write the results as JSON to this file."),
     plot_file: Path | None = typer.Option(None, "--plot", help="Write latency/throughput plots (PNG)."),
     timeout: float = typer.Option(DEFAULT_DEADLINE_S, "--timeout", min=0.1,
                                   help="Seconds each request may take (connect within 5 s)."),
 ) -> None:
     """Measure TTFT, inter-token latency, TPOT, end-to-end latency and throughput under load."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from mindie_pack.client.bench import (
+        BenchConfig,
+        check_output_path,
+        plot,
+        require_plotting,
+        run_load,
+        summarize,
+        write_output,
+    )
+    from mindie_pack.client.target import resolve_target
+
     if endpoint not in ENDPOINTS:
         raise PackError(f"--endpoint {endpoint!r}: expected one of {', '.join(ENDPOINTS)}")
     if concurrency and rate:

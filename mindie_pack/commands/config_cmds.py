@@ -8,18 +8,14 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
-from mindie_pack.config import line_for, plan_capacity, render_config, validate_config_file, write_config
-from mindie_pack.config.problems import Problem
-from mindie_pack.config.schema import field_schema
-from mindie_pack.config.validate import load_config_file
-from mindie_pack.config.versions import DEFAULT_MINDIE_VERSION, detect_version
-from mindie_pack.config.write import diff_lines
+from mindie_pack.commands.bounds import positive
 from mindie_pack.errors import PackError
 from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec
 
-config_app = typer.Typer(help="Render, validate and plan MindIE's conf/config.json.", no_args_is_help=True)
+config_app = typer.Typer(help="Render, validate and plan MindIE's conf/config.json.", no_args_is_help=True,
+                         rich_markup_mode=None)
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -35,21 +31,27 @@ def render(
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Write config.json from the version's template, the spec and the model directory (validated first)."""
+    from mindie_pack.config import line_for, render_config, write_config
+    from mindie_pack.config.versions import DEFAULT_MINDIE_VERSION
+    from mindie_pack.fsutil import check_parent_writable, writing
+
+    check_parent_writable(output)  # before any work: a directory there, a parent that is a file
     spec = load_spec(spec_path) if spec_path or Path(DEFAULT_SPEC_NAME).is_file() else None
     patch_data = _read_patch(patch) if patch else None
     version = mindie_version or (spec.section("server").get("mindie_version") if spec else None) \
         or DEFAULT_MINDIE_VERSION
     config = render_config(spec, model_dir=model_dir, mindie_version=version, sets=sets, patch=patch_data)
-    result = write_config(config, output, version=version)
+    with writing(output):
+        result = write_config(config, output, version=version)
     summary = {"path": str(result.path), "backup": str(result.backup) if result.backup else None,
                "diff": str(result.diff_path), "mindie_version": version, "line": line_for(version)}
     if as_json:
         typer.echo(json.dumps(summary))
         return
-    out.print(f"wrote {result.path} (MindIE {version}, mode 0640)")
+    out.print(f"wrote {result.path} (MindIE {version}, mode 0640)", markup=False)
     if result.backup:
-        out.print(f"  previous file kept as {result.backup}")
-    out.print(f"  changes versus the default config: {result.diff_path}")
+        out.print(f"  previous file kept as {result.backup}", markup=False)
+    out.print(f"  changes versus the default config: {result.diff_path}", markup=False)
 
 
 def _read_patch(path: Path) -> dict[str, Any]:
@@ -74,6 +76,11 @@ def validate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check a config.json as the daemon would: exit 0 valid (warnings allowed), 1 invalid."""
+    from mindie_pack.config import line_for, validate_config_file
+    from mindie_pack.config.problems import Problem
+    from mindie_pack.config.validate import load_config_file
+    from mindie_pack.config.versions import detect_version
+
     problems = validate_config_file(path, version=mindie_version, check_model_dir=not skip_model_dir,
                                     install_dir=install_dir)
     data, _ = load_config_file(path)
@@ -90,13 +97,15 @@ def validate(
     else:
         for problem in problems:
             prefix = "" if problem.severity == "error" else "warning: "
-            out.print(f"{prefix}{problem}")
-        out.print(f"{path}: {'INVALID' if invalid else 'valid'} (MindIE {line} layout)")
+            out.print(f"{prefix}{problem}", markup=False)
+        out.print(f"{path}: {'INVALID' if invalid else 'valid'} (MindIE {line} layout)", markup=False)
     if invalid:
         raise typer.Exit(1)
 
 
 def _plan_from_config(data: dict[str, Any], npu: str | None) -> Any:
+    from mindie_pack.config import plan_capacity
+
     try:
         backend = data["BackendConfig"]
         model = backend["ModelDeployConfig"]["ModelConfig"][0]
@@ -116,25 +125,30 @@ def _plan_from_config(data: dict[str, Any], npu: str | None) -> Any:
 def plan(
     model: Path = typer.Argument(..., help="Model directory or HF folder (its config.json), or a config.json."),
     npu: str | None = typer.Option(None, "--npu", help="910B (default), 910B4, 910A or 310P."),
-    hbm_gb: float | None = typer.Option(None, "--hbm-gb", help="HBM per NPU in GB (instead of --npu)."),
+    hbm_gb: float | None = typer.Option(None, "--hbm-gb", callback=positive,
+                                        help="HBM per NPU in GB (instead of --npu)."),
     world_size: int = typer.Option(1, "--world-size", min=1),
-    npu_mem_size: int = typer.Option(8, "--npu-mem-size", help="npuMemSize in GB (KV cache per NPU)."),
-    block_size: int = typer.Option(128, "--block-size"),
-    max_seq_len: int = typer.Option(2560, "--max-seq-len"),
-    max_batch_size: int = typer.Option(200, "--max-batch-size"),
+    npu_mem_size: int = typer.Option(8, "--npu-mem-size", min=1, help="npuMemSize in GB (KV cache per NPU)."),
+    block_size: int = typer.Option(128, "--block-size", min=1),
+    max_seq_len: int = typer.Option(2560, "--max-seq-len", min=1),
+    max_batch_size: int = typer.Option(200, "--max-batch-size", min=1),
     dtype: str | None = typer.Option(None, "--dtype", help="KV/weight dtype (default: torch_dtype)."),
+    vocab_emb_dp: bool | None = typer.Option(None, "--vocab-emb-dp/--no-vocab-emb-dp",
+                                             help="As given to build (default: the family's, Llama replicates)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Weights and KV cache per NPU, KV blocks for npuMemSize, and whether it all fits in HBM."""
-    from mindie_pack.config.plan import DTYPE_BYTES
+    from rich.table import Table
+
+    from mindie_pack.config import plan_capacity
 
     result = plan_capacity(model, npu=npu, hbm_gb=hbm_gb, world_size=world_size, npu_mem_size_gb=npu_mem_size,
                            block_size=block_size, max_seq_len=max_seq_len, max_batch_size=max_batch_size,
-                           dtype_bytes=DTYPE_BYTES[dtype] if dtype else None)
+                           dtype=dtype, vocab_emb_dp=vocab_emb_dp)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        table = Table(title=f"capacity plan: {model} on {world_size} NPU(s) of {result.hbm_gb:g} GB")
+        table = Table(title=escape(f"capacity plan: {model} on {world_size} NPU(s) of {result.hbm_gb:g} GB"))
         table.add_column("item")
         table.add_column("value", justify="right")
         for label, value in (
@@ -151,9 +165,9 @@ def plan(
             table.add_row(label, value)
         out.print(table)
         for message in result.errors:
-            out.print(f"[red]error[/]: {message}")
+            out.print(f"[red]error[/]: {escape(message)}")
         for message in result.warnings:
-            out.print(f"[yellow]warning[/]: {message}")
+            out.print(f"[yellow]warning[/]: {escape(message)}")
     if result.errors:
         raise typer.Exit(1)
 
@@ -161,6 +175,9 @@ def plan(
 @config_app.command("diff")
 def diff(a: Path = typer.Argument(...), b: Path = typer.Argument(...)) -> None:
     """Field-by-field differences between two config.json files (exit 1 when they differ)."""
+    from mindie_pack.config.validate import load_config_file
+    from mindie_pack.config.write import diff_lines
+
     data = []
     for path in (a, b):
         loaded, problems = load_config_file(path)
@@ -169,7 +186,7 @@ def diff(a: Path = typer.Argument(...), b: Path = typer.Argument(...)) -> None:
         data.append(loaded)
     lines = diff_lines(data[0], data[1])
     for line in lines:
-        out.print(line)
+        out.print(line, markup=False)
     if lines:
         raise typer.Exit(1)
 
@@ -180,14 +197,17 @@ def explain(
     mindie_version: str = typer.Option("2.x", "--mindie-version"),
 ) -> None:
     """What a config.json field means, its type, range and default."""
+    from mindie_pack.config import line_for
+    from mindie_pack.config.schema import field_schema
+
     node = field_schema(line_for(mindie_version), field_name)
     if node is None:
         raise PackError(f"{field_name}: no such field in the MindIE {line_for(mindie_version)} config")
-    out.print(f"[bold]{field_name}[/]: {node.get('description', '')}")
+    out.print(f"[bold]{escape(field_name)}[/]: {escape(str(node.get('description', '')))}")
     facts = [f"{k}: {json.dumps(node[k])}" for k in ("type", "enum", "minimum", "maximum", "pattern", "default")
              if k in node]
     for fact in facts:
-        out.print(f"  {fact}")
+        out.print(f"  {fact}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -95,13 +95,13 @@ def deploy(
         if as_json:
             typer.echo(json.dumps(info, indent=2))
         else:
-            out.print(f"# config.json would be written to {plan.config_path}")
-            out.print(f"# host mode:\n{plan.host_command()}")
+            out.print(f"# config.json would be written to {plan.config_path}", markup=False)
+            out.print(f"# host mode:\n{plan.host_command()}", markup=False)
             if plan.container:
-                out.print(f"# container mode:\n{plan.container.docker_run_command()}")
+                out.print(f"# container mode:\n{plan.container.docker_run_command()}", markup=False)
         return
     with Status("deploying", console=err) as spinner:
-        progress = Progress(stage=lambda text: spinner.update(f"deploy: {text}"),
+        progress = Progress(stage=lambda text: spinner.update(escape(f"deploy: {text}")),
                             log_line=lambda line: err.print(f"daemon | {line}", style="dim", markup=False))
         state = run_deploy(options, progress)
     if as_json:
@@ -109,18 +109,16 @@ def deploy(
         return
     where = f"container {(state.container_id or '')[:12]}" if state.mode == "docker" else f"pid {state.pid}"
     out.print(f"[green]serving[/] {escape(state.model_name)} ({where}, log {escape(state.log_path)})")
-    out.print(f"  inference:  {state.business_url}  (/generate, /v1/chat/completions, /v1/completions, /infer)")
-    out.print(f"  management: {state.management_url}  (/health, /v2/health/ready, /stopService)")
-    out.print(f"  metrics:    {state.metrics_url}/metrics")
+    out.print(f"  inference:  {state.business_url}  (/generate, /v1/chat/completions, /v1/completions, /infer)",
+              markup=False)
+    out.print(f"  management: {state.management_url}  (/health, /v2/health/ready, /stopService)", markup=False)
+    out.print(f"  metrics:    {state.metrics_url}/metrics", markup=False)
 
 
 def _parse_devices(devices: str | None) -> list[int] | None:
-    if not devices:
-        return None
-    try:
-        return [int(d) for d in devices.split(",") if d.strip()]
-    except ValueError:
-        raise PackError(f"--devices {devices!r}: expected comma-separated NPU ids") from None
+    from mindie_pack.env.devices import parse_devices
+
+    return None if devices is None else parse_devices(devices)
 
 
 def _deploy_cluster(spec: object, hosts: str | None, model_dir: Path, mindie_home: Path, ascend_root: Path | None,
@@ -298,6 +296,9 @@ def stop(
     for finding in result["findings"]:
         err.print(f"note: {finding}", markup=False)
     count = len(result["signalled"])
+    if count == 0 and result.get("container_id") is None:
+        out.print(f"nothing to signal for {result['stopped']}; its state is cleared", markup=False)
+        return
     how = f"{count} process(es) signalled" + (f", {len(result['killed'])} needed SIGKILL" if result["killed"] else "")
     out.print(f"stopped {result['stopped']} (pid {result['pid']}; {how})", markup=False)
 

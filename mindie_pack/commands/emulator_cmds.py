@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-emulator_app = typer.Typer(help="A MindIE stand-in for machines without NPUs.", no_args_is_help=True)
+emulator_app = typer.Typer(help="A MindIE stand-in for machines without NPUs.", no_args_is_help=True,
+                           rich_markup_mode=None)
 
 
 @emulator_app.command("install")
@@ -17,24 +18,32 @@ def install(
     mindie_version: str = typer.Option("1.0.RC3", "--mindie-version"),
     npus: int = typer.Option(8, "--npus", min=1, help="Emulated NPUs reported by npu-smi."),
     fake_model: bool = typer.Option(False, "--fake-model", help="Serve deterministic tokens without weights."),
-    prefill_ms: float = typer.Option(0.0, "--prefill-ms", help="Fake model: delay before the first token."),
-    per_token_ms: float = typer.Option(0.0, "--per-token-ms", help="Fake model: delay per further token."),
+    prefill_ms: float = typer.Option(0.0, "--prefill-ms", min=0, help="Fake model: delay before the first token."),
+    per_token_ms: float = typer.Option(0.0, "--per-token-ms", min=0, help="Fake model: delay per further token."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Write an emulated Ascend install (driver, CANN, MindIE with an emulated mindieservice_daemon, npu-smi)."""
     from mindie_pack.emulator.install import install_emulator
+    from mindie_pack.fsutil import output_error, writing
 
-    root = install_emulator(prefix, mindie_version=mindie_version, npu_count=npus, fake_model=fake_model,
-                            prefill_ms=prefill_ms, per_token_ms=per_token_ms)
+    if prefix.exists() and not prefix.is_dir():
+        raise output_error(prefix, NotADirectoryError(20, "Not a directory"), "cannot install the emulator")
+    backups: list[str] = []
+    with writing(prefix, "cannot install the emulator"):
+        root = install_emulator(prefix, mindie_version=mindie_version, npu_count=npus, fake_model=fake_model,
+                                prefill_ms=prefill_ms, per_token_ms=per_token_ms, backups=backups)
     info = {"ascend_root": str(root.root), "mindie_home": str(root.mindie_service),
-            "daemon": str(root.mindie_service / "bin" / "mindieservice_daemon")}
+            "daemon": str(root.mindie_service / "bin" / "mindieservice_daemon"), "backups": backups}
     if as_json:
         typer.echo(json.dumps(info))
         return
-    console = Console(highlight=False)
-    console.print(f"emulated Ascend root: {root.root}")
-    console.print(f"MindIE home (mindie-service): {root.mindie_service}")
-    console.print(f"deploy with: mindie-pack deploy --mindie-home {root.mindie_service} --model-dir DIR")
+    console = Console(highlight=False, soft_wrap=True)
+    for note in backups:
+        console.print(f"note: {note}", markup=False)
+    console.print(f"emulated Ascend root: {root.root}", markup=False)
+    console.print(f"MindIE home (mindie-service): {root.mindie_service}", markup=False)
+    console.print(f"deploy with: mindie-pack deploy --mindie-home {root.mindie_service} --model-dir DIR",
+                  markup=False)
 
 
 def register(app: typer.Typer) -> None:

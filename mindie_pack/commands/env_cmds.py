@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
-from mindie_pack.env import daemon_environment, discover, run_doctor
-from mindie_pack.env.ranktable import build_rank_table
 from mindie_pack.errors import PackError
-from mindie_pack.spec import DEFAULT_SPEC_NAME, Spec, load_spec
+from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec
+
+if TYPE_CHECKING:
+    from mindie_pack.env import Installation
+    from mindie_pack.spec import Spec
 
 out = Console(highlight=False, soft_wrap=True)
 STATUS_STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
@@ -30,13 +33,42 @@ def _spec_path(spec: Spec | None, section: str, key: str) -> Path | None:
 
 
 def _devices(text: str | None, spec: Spec | None) -> list[int] | None:
-    if text:
-        try:
-            return [int(d) for d in text.split(",") if d.strip()]
-        except ValueError:
-            raise PackError(f"--devices {text!r}: expected comma-separated NPU ids, e.g. 0,1,2,3") from None
+    from mindie_pack.env.devices import parse_devices
+
+    if text is not None:
+        return parse_devices(text)
     devices = spec.section("hardware").get("devices") if spec else None
     return list(devices) if devices else None
+
+
+def _host_devices(ids: list[int] | None, inst: Installation) -> list[int] | None:
+    """Device ids this host has (when npu-smi can tell)."""
+    from mindie_pack.env.devices import check_devices, host_npu_ids
+
+    if ids:
+        check_devices(ids, available=host_npu_ids(inst.npu_smi))
+    return ids
+
+
+def _ports(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and int(p) <= 65535 for p in parts):
+        raise PackError(f"--ports {text!r}: expected comma-separated TCP ports (0..65535), e.g. 1025,1026,1027")
+    return [int(p) for p in parts]
+
+
+def _installation(ascend_root: Path | None, mindie_home: Path | None, spec: Spec | None) -> Installation:
+    """The install the flags (or the spec) name; a named path that is not there is refused, never ignored."""
+    from mindie_pack.env import discover
+    from mindie_pack.env.discovery import require_given_paths
+
+    root = ascend_root or _spec_path(spec, "deploy", "ascend_root")
+    home = mindie_home or _spec_path(spec, "deploy", "mindie_home")
+    inst = discover(ascend_root=root, mindie_home=home)
+    require_given_paths(root, home, inst,
+                        root_flag="--ascend-root" if ascend_root else "deploy.ascend_root (spec)",
+                        home_flag="--mindie-home" if mindie_home else "deploy.mindie_home (spec)")
+    return inst
 
 
 def env(
@@ -50,15 +82,19 @@ def env(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The environment mindieservice_daemon needs (set_env.sh scripts sourced in order, plus the ms backend's)."""
+    from rich.table import Table
+
+    from mindie_pack.env import daemon_environment
+
     spec = _spec(spec_path)
     model = spec.section("model") if spec else {}
+    inst = _installation(ascend_root, mindie_home, spec)
     result = daemon_environment(
-        ascend_root=ascend_root or _spec_path(spec, "deploy", "ascend_root"),
-        mindie_home=mindie_home or _spec_path(spec, "deploy", "mindie_home"),
+        installation=inst,
         profile=profile or model.get("profile", "mf-ckpt"),
         mindformers_src=mindformers_src or (spec.resolve(model["mindformers_src"]) if model.get("mindformers_src")
                                             else None),
-        devices=_devices(devices, spec),
+        devices=_host_devices(_devices(devices, spec), inst),
     )
     if shell:
         for line in result.export_lines():
@@ -69,14 +105,14 @@ def env(
                               indent=2))
         return
     for script in result.sourced:
-        out.print(f"sourced {script}")
+        out.print(f"sourced {script}", markup=False)
     for script in result.missing:
-        out.print(f"[yellow]missing[/] {script}")
+        out.print(f"[yellow]missing[/] {escape(str(script))}")
     table = Table(title="variables set for the daemon")
     table.add_column("variable")
     table.add_column("value", overflow="fold")
     for key, value in sorted(result.added.items()):
-        table.add_row(key, value)
+        table.add_row(escape(key), escape(value))
     out.print(table)
 
 
@@ -86,20 +122,24 @@ def doctor(
     mindie_home: Path | None = typer.Option(None, "--mindie-home"),
     config_path: Path | None = typer.Option(None, "--config", help="A config.json to check (file rules)."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="A built model directory to check."),
-    world_size: int | None = typer.Option(None, "--world-size"),
+    world_size: int | None = typer.Option(None, "--world-size", min=1),
     ports: str | None = typer.Option(None, "--ports", help="Ports that must be free, e.g. 1025,1026,1027."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check the machine for a MindIE ms-backend deployment; exit 1 on any failed check."""
+    from rich.table import Table
+
+    from mindie_pack.env import run_doctor
+
     spec = _spec(spec_path)
     server = spec.section("server") if spec else {}
-    port_list = [int(p) for p in ports.split(",")] if ports else \
+    port_list = _ports(ports) if ports is not None else \
         [int(server.get(k, d)) for k, d in (("port", 1025), ("management_port", 1026), ("metrics_port", 1027))]
     if spec and model_dir is None and spec.section("model").get("output"):
         model_dir = spec.resolve(spec.section("model")["output"])
+    inst = _installation(ascend_root, mindie_home, spec)
     checks = run_doctor(
-        ascend_root=ascend_root or _spec_path(spec, "deploy", "ascend_root"),
-        mindie_home=mindie_home or _spec_path(spec, "deploy", "mindie_home"),
+        ascend_root=inst.root, mindie_home=inst.mindie_service,
         config_path=config_path, model_dir=model_dir,
         world_size=world_size or (spec.section("parallel").get("tp") if spec else None), ports=port_list,
         profile=spec.section("model").get("profile", "mf-ckpt") if spec else "mf-ckpt",
@@ -112,7 +152,7 @@ def doctor(
         for column in ("check", "status", "detail", "fix"):
             table.add_column(column, overflow="fold")
         for check in checks:
-            table.add_row(check.name, STATUS_STYLE[check.status], check.detail, check.fix)
+            table.add_row(escape(check.name), STATUS_STYLE[check.status], escape(check.detail), escape(check.fix))
         out.print(table)
     if failed:
         raise typer.Exit(1)
@@ -127,14 +167,15 @@ def ranktable(
     as_json: bool = typer.Option(False, "--json", help="Print the table instead of (or besides) writing it."),
 ) -> None:
     """Write the HCCL rank table for this server from `hccn_tool -i N -ip -g`."""
+    from mindie_pack.env import discover
+    from mindie_pack.env.ranktable import build_rank_table
+
     if output is None and not as_json:
         raise PackError("ranktable: give --output FILE, or --json to print the table")
     inst = discover(ascend_root=ascend_root, mindie_home=mindie_home)
     if inst.hccn_tool is None:
         raise PackError("hccn_tool not found (driver/tools/hccn_tool): it reports each NPU's NIC address")
-    ids = _devices(devices, None) or []
-    if len(set(ids)) != len(ids):
-        raise PackError(f"--devices {devices}: a device is listed twice")
+    ids = _devices(devices, None) or []  # hccn_tool itself refuses an NPU the host does not have
     table = build_rank_table(inst.hccn_tool, ids, server_id)
     if output is not None:
         from mindie_pack.fsutil import atomic_write_text
@@ -143,7 +184,7 @@ def ranktable(
     if as_json:
         typer.echo(json.dumps(table, indent=2))
     else:
-        out.print(f"wrote {output} ({len(ids)} device(s))")
+        out.print(f"wrote {output} ({len(ids)} device(s))", markup=False)
 
 
 def register(app: typer.Typer) -> None:

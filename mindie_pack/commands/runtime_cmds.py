@@ -8,24 +8,25 @@ from pathlib import Path
 
 import typer
 
-from mindie_pack.runtime.api import GenerationParams
+from mindie_pack.commands.bounds import positive
 
 
 def run(
     model_dir: Path = typer.Argument(..., help="A model directory written by `mindie-pack build`."),
     prompt: str = typer.Argument(..., help="Prompt text."),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", "-n", min=1),
-    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
-    top_k: int = typer.Option(0, "--top-k"),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    seed: int | None = typer.Option(None, "--seed"),
-    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty"),
+    temperature: float = typer.Option(0.0, "--temperature", min=0, help="0 = greedy."),
+    top_k: int = typer.Option(0, "--top-k", min=0),
+    top_p: float = typer.Option(1.0, "--top-p", min=0, max=1),
+    seed: int | None = typer.Option(None, "--seed", min=0),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", callback=positive),
     stop: list[str] = typer.Option([], "--stop", help="Stop string (repeatable)."),
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the model's chat template."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of streaming text."),
 ) -> None:
     """Generate text from a built model directory with the MindSpore CPU runtime."""
     from mindie_pack.runtime import load_runtime  # imports MindSpore: only when this command runs
+    from mindie_pack.runtime.api import GenerationParams
 
     runtime = load_runtime(model_dir)
     text = runtime.apply_chat_template([{"role": "user", "content": prompt}]) if chat else prompt

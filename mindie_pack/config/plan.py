@@ -1,12 +1,16 @@
 """Capacity planning: weights and KV cache per NPU, and the KV blocks MindFormers will allocate.
 
+The weights come from the same model specs the build writes (mindie_pack/models: tensor names, shapes, split
+axes, stored dtypes; the builder's HF-config parser): per-rank bytes are what `build` puts in each rank's .ckpt.
+So Llama's replicated embedding and lm_head (vocab_emb_dp, the default), float32 norms, Baichuan2's float16
+NormHead and the stored dtype are counted as built, and a world size the build refuses is refused here too.
+
 The block count follows mindformers' model_runner:
     num_blocks = npu_mem_size GiB // (block_size * kv_heads/world_size * head_dim * dtype_bytes * 2 * layers)
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,49 +23,26 @@ GIB = 1024**3
 NPU_HBM_GB = {"910B": 64.0, "910B1": 64.0, "910B2": 64.0, "910B3": 64.0, "910B4": 32.0, "910A": 32.0, "310P": 24.0}
 DEFAULT_RESERVE_GB = 3.0
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+WORLD_SIZES = (1, 2, 4, 8, 16, 32)  # one server holds up to 8 (16 on 910B 16-card boxes); more spans servers
 
 
-@dataclass
-class ModelShape:
+@dataclass(frozen=True)
+class ModelPlan:
+    """The model as `build` would write it for one world size."""
+
+    family: str
     layers: int
-    hidden: int
-    heads: int
     kv_heads: int
     head_dim: int
-    intermediate: int
-    vocab: int
-    tie_embeddings: bool
+    dtype: str
     dtype_bytes: int
-    qkv_bias: bool = False
+    world_size: int
+    weight_bytes_per_rank: int
+    embedding_split: bool
+    lm_head_split: bool
 
-    @classmethod
-    def from_hf_config(cls, config: dict[str, Any], dtype_bytes: int | None = None) -> ModelShape:
-        try:
-            hidden = int(config["hidden_size"])
-            heads = int(config["num_attention_heads"])
-            return cls(
-                layers=int(config["num_hidden_layers"]), hidden=hidden, heads=heads,
-                kv_heads=int(config.get("num_key_value_heads") or heads),
-                head_dim=int(config.get("head_dim") or hidden // heads),
-                intermediate=int(config["intermediate_size"]), vocab=int(config["vocab_size"]),
-                tie_embeddings=bool(config.get("tie_word_embeddings", False)),
-                dtype_bytes=dtype_bytes or DTYPE_BYTES.get(str(config.get("torch_dtype", "bfloat16")), 2),
-                qkv_bias=config.get("model_type") == "qwen2",
-            )
-        except KeyError as exc:
-            raise PackError(f"config.json: missing field {exc.args[0]!r} needed for the capacity plan") from None
-
-    def weight_bytes_per_rank(self, world_size: int) -> int:
-        h, kv = self.hidden, self.kv_heads * self.head_dim
-        per_layer_split = h * h * 2 + 2 * h * kv + 3 * h * self.intermediate + ((h + 2 * kv) if self.qkv_bias else 0)
-        embeddings = self.vocab * h * (1 if self.tie_embeddings else 2)
-        replicated = self.layers * 2 * h + h  # norms
-        # Embedding and lm_head are counted as split: an upper bound is the replicated case, noted in the table.
-        sharded = self.layers * per_layer_split + embeddings
-        return (math.ceil(sharded / world_size) + replicated) * self.dtype_bytes
-
-    def kv_bytes_per_token(self, world_size: int) -> float:
-        return 2 * self.layers * (self.kv_heads / world_size) * self.head_dim * self.dtype_bytes
+    def kv_bytes_per_token(self) -> float:
+        return 2 * self.layers * (self.kv_heads / self.world_size) * self.head_dim * self.dtype_bytes
 
 
 @dataclass
@@ -82,47 +63,125 @@ class CapacityPlan:
     warnings: list[str] = field(default_factory=list)
     suggested_npu_mem_size_gb: int | None = None
     smallest_world_size: int | None = None
+    weight_bytes_per_rank: int = 0
+    dtype: str = ""
+    embedding_split: bool = False
+    lm_head_split: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def kv_blocks(shape: ModelShape, world_size: int, npu_mem_size_gb: int, block_size: int) -> int:
-    per_block = block_size * (shape.kv_heads / world_size) * shape.head_dim * shape.dtype_bytes * 2 * shape.layers
+@dataclass(frozen=True)
+class ParsedModel:
+    """config.json read by the builder's parser (mindie_pack.builder.hf_model)."""
+
+    origin: str
+    family: Any  # mindie_pack.models.ModelFamily
+    dims: Any  # mindie_pack.models.ModelDims
+
+
+def parse_model(model: Path | dict[str, Any]) -> ParsedModel:
+    """The model family and dimensions, with exactly the build's parser and refusals."""
+    from mindie_pack.builder.hf_model import load_hf_model, read_json
+    from mindie_pack.models import detect_family
+
+    if isinstance(model, Path) and model.is_dir():
+        hf = load_hf_model(model)
+        return ParsedModel(str(hf.config_path), hf.family, hf.dims)
+    if isinstance(model, Path):
+        if not model.is_file():
+            raise PackError(f"{model}: not found (pass a model directory or an HF config.json)")
+        config, origin = read_json(model), str(model)
+    else:
+        config, origin = model, "config.json"
+    family = detect_family(config, origin)
+    try:
+        dims = family.dims(config)
+    except PackError as exc:
+        raise PackError(str(exc).replace("config.json:", f"{origin}:", 1)) from None
+    return ParsedModel(origin, family, dims)
+
+
+def _dtype(parsed: ParsedModel, dtype: str | None) -> Any:
+    from mindie_pack.weights.dtypes import TARGET_DTYPES, TORCH_DTYPE_NAMES, DType
+
+    if dtype is not None:
+        try:
+            chosen = DType.from_name(dtype)
+        except KeyError:
+            chosen = None
+        if chosen not in TARGET_DTYPES:
+            raise PackError(f"--dtype {dtype!r}: expected one of bfloat16, float16, float32")
+        return chosen
+    torch_dtype = parsed.dims.torch_dtype
+    if torch_dtype is None:
+        return DType.BFLOAT16  # the build's default too (builder.hf_model.resolve_dtype)
+    if torch_dtype not in TORCH_DTYPE_NAMES:
+        raise PackError(f"{parsed.origin}: torch_dtype {torch_dtype!r} is not supported (expected bfloat16, "
+                        "float16 or float32); pass --dtype")
+    return TORCH_DTYPE_NAMES[torch_dtype]
+
+
+def model_plan(parsed: ParsedModel, world_size: int, *, dtype: str | None = None,
+               vocab_emb_dp: bool | None = None) -> ModelPlan:
+    """Per-rank weight bytes = the sum over the build's tensor specs of their rank shapes x stored dtype."""
+    param_dtype = _dtype(parsed, dtype)
+    try:
+        tp_plan = parsed.family.plan_tp(parsed.dims, world_size, vocab_emb_dp)
+    except PackError as exc:  # the build's refusal, in the plan's words
+        raise PackError(str(exc).replace("config.json:", f"{parsed.origin}:", 1)
+                        .replace(f"--tp {world_size}", f"worldSize {world_size}")) from None
+    total = 0
+    for spec in parsed.family.tensor_specs(parsed.dims, tp_plan, param_dtype):
+        total += math.prod(spec.rank_shape(world_size)) * spec.dtype.value.itemsize
+    return ModelPlan(parsed.family.name, parsed.dims.num_layers, parsed.dims.num_kv_heads, parsed.dims.head_dim,
+                     param_dtype.value.name, param_dtype.value.itemsize, world_size, total,
+                     tp_plan.embedding_split, tp_plan.lm_head_split)
+
+
+def kv_blocks(plan: ModelPlan, npu_mem_size_gb: int, block_size: int) -> int:
+    per_block = block_size * (plan.kv_heads / plan.world_size) * plan.head_dim * plan.dtype_bytes * 2 * plan.layers
     return int(npu_mem_size_gb * GIB // per_block)
 
 
-def _load_config(source: Path) -> dict[str, Any]:
-    path = source / "config.json" if source.is_dir() else source
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PackError(f"{path}: not found (pass a model directory or an HF config.json)") from None
-    except json.JSONDecodeError as exc:
-        raise PackError(f"{path}: not valid JSON ({exc})") from exc
+_BYTES_TO_DTYPE = {4: "float32", 2: "bfloat16"}
 
 
 def plan_capacity(model: Path | dict[str, Any], *, npu: str | None = None, hbm_gb: float | None = None,
                   world_size: int, npu_mem_size_gb: int, block_size: int = 128, max_seq_len: int = 2560,
-                  max_batch_size: int = 200, dtype_bytes: int | None = None,
-                  reserve_gb: float = DEFAULT_RESERVE_GB) -> CapacityPlan:
-    config = model if isinstance(model, dict) else _load_config(model)
-    shape = ModelShape.from_hf_config(config, dtype_bytes)
+                  max_batch_size: int = 200, dtype: str | None = None, dtype_bytes: int | None = None,
+                  vocab_emb_dp: bool | None = None, reserve_gb: float = DEFAULT_RESERVE_GB) -> CapacityPlan:
+    if dtype is None and dtype_bytes is not None:  # older callers gave a width only
+        dtype = _BYTES_TO_DTYPE.get(dtype_bytes)
+    parsed = parse_model(model)
+    built_tp = None
+    if isinstance(model, Path) and (model / "manifest.json").is_file():
+        # a directory written by `build`: plan it as it was built (its dtype and vocabulary split)
+        from mindie_pack.builder.model_dir import open_model_dir
+
+        built_dir = open_model_dir(model)
+        dtype = dtype or built_dir.dtype.value.name
+        vocab_emb_dp = built_dir.plan.vocab_emb_dp if vocab_emb_dp is None else vocab_emb_dp
+        built_tp = built_dir.tp
     if hbm_gb is None:
         key = (npu or "910B").upper()
         if key not in NPU_HBM_GB:
             raise PackError(f"--npu {npu!r}: expected one of {', '.join(NPU_HBM_GB)} (or give --hbm-gb)")
         hbm_gb = NPU_HBM_GB[key]
-    if shape.kv_heads % world_size and world_size % shape.kv_heads:
-        raise PackError(f"worldSize {world_size} does not divide num_key_value_heads {shape.kv_heads}")
-    weights = shape.weight_bytes_per_rank(world_size)
-    per_token = shape.kv_bytes_per_token(world_size)
-    blocks = kv_blocks(shape, world_size, npu_mem_size_gb, block_size) if npu_mem_size_gb > 0 else 0
+    built = model_plan(parsed, world_size, dtype=dtype, vocab_emb_dp=vocab_emb_dp)
+    per_token = built.kv_bytes_per_token()
+    blocks = kv_blocks(built, npu_mem_size_gb, block_size) if npu_mem_size_gb > 0 else 0
     tokens = blocks * block_size
-    weights_gb = weights / GIB
+    weights_gb = built.weight_bytes_per_rank / GIB
     fits = weights_gb + max(npu_mem_size_gb, 0) + reserve_gb <= hbm_gb
     plan = CapacityPlan(world_size, hbm_gb, reserve_gb, npu_mem_size_gb, block_size, round(weights_gb, 3),
-                        per_token, blocks, tokens, max_seq_len, max_batch_size, fits)
+                        per_token, blocks, tokens, max_seq_len, max_batch_size, fits,
+                        weight_bytes_per_rank=built.weight_bytes_per_rank, dtype=built.dtype,
+                        embedding_split=built.embedding_split, lm_head_split=built.lm_head_split)
+    if built_tp is not None and built_tp != world_size:
+        plan.errors.append(f"{model} was built for worldSize {built_tp} (--tp {built_tp}), not {world_size}: "
+                           "rebuild it, or plan with that world size")
     if not fits:
         plan.errors.append(f"weights {weights_gb:.1f} GiB + npuMemSize {npu_mem_size_gb} GiB + reserve "
                            f"{reserve_gb} GiB exceed {hbm_gb} GB of HBM per NPU")
@@ -136,11 +195,28 @@ def plan_capacity(model: Path | dict[str, Any], *, npu: str | None = None, hbm_g
     need_gb = math.ceil(max_batch_size * max_seq_len * per_token / GIB)
     if free_gb >= 1:
         plan.suggested_npu_mem_size_gb = max(1, min(need_gb, math.floor(free_gb)))
-    for candidate in (1, 2, 4, 8, 16, 32):
-        if shape.heads % candidate or (shape.kv_heads % candidate and candidate % shape.kv_heads):
-            continue
-        w = shape.weight_bytes_per_rank(candidate) / GIB
-        if w + reserve_gb + max(1.0, max_seq_len * shape.kv_bytes_per_token(candidate) / GIB) <= hbm_gb:
-            plan.smallest_world_size = candidate
-            break
+    plan.smallest_world_size = smallest_world_size(parsed, hbm_gb=hbm_gb, reserve_gb=reserve_gb,
+                                                   max_seq_len=max_seq_len, dtype=dtype, vocab_emb_dp=vocab_emb_dp)
+    if plan.smallest_world_size is None:
+        possible = [n for n in WORLD_SIZES if n in parsed.family.possible_tp(parsed.dims)]
+        plan.warnings.append(f"no world size the build accepts ({', '.join(map(str, possible))}) fits this model "
+                             f"in {hbm_gb:g} GB per NPU")
     return plan
+
+
+def smallest_world_size(parsed: ParsedModel, *, hbm_gb: float, reserve_gb: float, max_seq_len: int,
+                        dtype: str | None, vocab_emb_dp: bool | None) -> int | None:
+    """The smallest world size the build accepts whose weights, reserve and one maxSeqLen of KV cache
+    (at least 1 GiB) fit; None when none does."""
+    possible = set(parsed.family.possible_tp(parsed.dims))
+    for candidate in WORLD_SIZES:
+        if candidate not in possible:
+            continue
+        try:
+            built = model_plan(parsed, candidate, dtype=dtype, vocab_emb_dp=vocab_emb_dp)
+        except PackError:
+            continue  # e.g. Baichuan2 with a vocabulary the world size does not divide
+        kv_gb = max(1.0, max_seq_len * built.kv_bytes_per_token() / GIB)
+        if built.weight_bytes_per_rank / GIB + reserve_gb + kv_gb <= hbm_gb:
+            return candidate
+    return None

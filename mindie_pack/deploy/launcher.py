@@ -12,6 +12,7 @@ from mindie_pack.deploy.logs import open_log
 from mindie_pack.deploy.preflight import DeployPlan
 from mindie_pack.deploy.process import TOKEN_ENV, find_daemon, identify, terminate
 from mindie_pack.deploy.state import DeploymentState
+from mindie_pack.errors import PackError
 
 
 class Launcher(Protocol):
@@ -53,12 +54,17 @@ class HostLauncher:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, plan: DeployPlan, token: str) -> DeploymentState:
+        from mindie_pack.fsutil import describe_os_error, writing
+
         env = dict(plan.environment)
         env[TOKEN_ENV] = token
-        fd = open_log(plan.log_path)
+        with writing(plan.log_path):
+            fd = open_log(plan.log_path)
         try:
             self.proc = subprocess.Popen([str(plan.daemon)], cwd=plan.deployment_dir, env=env, stdout=fd,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            raise PackError(f"{plan.daemon}: cannot start it: {describe_os_error(exc)}") from exc
         finally:
             os.close(fd)
         state = base_state(plan, self.mode)

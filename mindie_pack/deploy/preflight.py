@@ -84,13 +84,13 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     from mindie_pack.builder.deployable import read_deployable
     from mindie_pack.config import render_config
     from mindie_pack.env import daemon_environment, discover
+    from mindie_pack.env.discovery import require_given_paths
     from mindie_pack.env.doctor import host_checks, npu_checks
 
     model = read_deployable(options.model_dir)
     inst = discover(mindie_home=options.mindie_home)
-    if inst.mindie_service is None:
-        raise PackError(f"--mindie-home {options.mindie_home}: no bin/mindieservice_daemon there (give the "
-                        "mindie-service folder, or install the emulator: mindie-pack emulator install PREFIX)")
+    require_given_paths(None, options.mindie_home, inst)
+    assert inst.mindie_service is not None
     version = options.mindie_version or inst.version("mindie") or "1.0.RC3"
     sets = list(options.sets)
     role, node_env, local_devices = _node_role(options)
@@ -109,6 +109,10 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     # A multi-node daemon takes worldSize and npuDeviceIds from this node's rank-table devices (MindIE-LLM 2.3.0
     # backend_config.cpp:250-275): this server needs only those.
     local_world = len(local_devices) if role is not None else world
+    if options.devices is not None:
+        from mindie_pack.env.devices import check_devices, host_npu_ids
+
+        check_devices(options.devices, world_size=local_world, available=host_npu_ids(inst.npu_smi))
     blocking = [c for c in host_checks(ports, Path.cwd()) + (npu_checks(inst, local_world) if not options.docker_image
                 else []) if c.status == "fail" and c.blocking and c.name != "working directory"]
     if blocking:

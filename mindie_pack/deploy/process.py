@@ -118,6 +118,9 @@ def find_daemon(pid: int | None, pgid: int | None, create_time: float | None, to
             continue  # older than our daemon: cannot be one of its processes
         if _carries_token(proc, token):
             pids.append(info["pid"])
+    if leader is not None and abs(leader.create_time - create_time) <= START_TIME_SLACK_S and pid not in pids:
+        findings.append(f"pid {pid} ({' '.join(leader.cmdline)[:80] or leader.exe}) does not carry this "
+                        "deployment's token: not signalled")
     if pgid is not None:
         others = [p for p in pids if _pgid(p) != pgid]
         if others:

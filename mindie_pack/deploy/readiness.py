@@ -62,10 +62,10 @@ def wait_ready(running: Running, endpoints: Endpoints, log_path: Path, *, timeou
             code = running.exit_code()
             if code is not None:
                 lines += log.new_lines()  # what it wrote last
-                raise PackError(failure_text(f"the daemon exited with code {code}", log_path))
+                raise failure(f"the daemon exited with code {code}", log_path)
             fatal = next((line for line in lines if any(f in line for f in FATAL_LINES)), None)
             if fatal is not None:
-                raise PackError(failure_text(f"the daemon reported: {fatal.strip()}", log_path))
+                raise failure(f"the daemon reported: {fatal.strip()}", log_path)
             success_seen = success_seen or any(SUCCESS_LINE in line for line in lines)
             if success_seen and not serves:
                 return
@@ -80,17 +80,14 @@ def wait_ready(running: Running, endpoints: Endpoints, log_path: Path, *, timeou
                 elapsed = int(time.monotonic() - started)
                 progress.stage(f"waiting for '{SUCCESS_LINE}' ({elapsed} s of {int(timeout_s)} s)")
             if time.monotonic() > deadline:
-                raise PackError(failure_text(f"the service was not ready after {timeout_s:g} s (last step: "
-                                             f"{last_step})", log_path))
+                raise failure(f"the service was not ready after {timeout_s:g} s (last step: {last_step})", log_path)
             time.sleep(POLL_S)
 
 
-def failure_text(what: str, log_path: Path) -> str:
+def failure(what: str, log_path: Path) -> PackError:
+    """One line saying what failed, then the likely causes and the log's last lines, each on its own line."""
     lines = tail(log_path, 30)
-    hints = hints_for(lines)
-    text = f"deploy failed: {what}; log {log_path}"
-    if hints:
-        text += "\n  likely cause: " + "\n  likely cause: ".join(hints)
+    details = [f"  likely cause: {hint}" for hint in hints_for(lines)]
     if lines:
-        text += "\n  last log lines:\n    " + "\n    ".join(lines[-15:])
-    return text
+        details += ["  last log lines:", *(f"    {line}" for line in lines[-15:])]
+    return PackError(f"deploy failed: {what}; log {log_path}", details=details)

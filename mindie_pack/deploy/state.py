@@ -101,7 +101,7 @@ def locked(command: str) -> Iterator[None]:
 
     ensure_state_dir()
     lock_path = state_dir() / "deployment.lock"
-    lock = FileLock(str(lock_path), timeout=0)
+    lock = FileLock(str(lock_path), timeout=0, mode=0o600)
     try:
         lock.acquire()
     except Timeout:

@@ -42,7 +42,8 @@ def stop_locked(timeout_s: float = 30.0) -> dict[str, Any]:
         killed = terminate(pids, timeout_s) if pids else []
     removed = clean_shm(state.started_at)
     clear_state()
-    return {"stopped": state.model_name, "pid": state.pid, "graceful_stop_service": graceful,
+    return {"stopped": state.model_name, "pid": state.pid, "container_id": state.container_id,
+            "graceful_stop_service": graceful,
             "signalled": signalled, "killed": killed, "findings": findings, "shm_removed": removed}
 
 

@@ -74,9 +74,11 @@ def resolve_root(ascend_root: Path | None, environ: Mapping[str, str]) -> Path:
 
 
 def resolve_mindie_service(root: Path, mindie_home: Path | None, environ: Mapping[str, str]) -> Path | None:
-    candidates = [mindie_home] if mindie_home else []
-    candidates += [Path(p) for p in (environ.get("MIES_INSTALL_PATH"),) if p]
-    candidates += [root / "mindie" / "latest" / "mindie-service"]
+    if mindie_home is not None:  # given explicitly: that one or none (never silently another install)
+        candidates: list[Path | None] = [mindie_home]
+    else:
+        candidates = [Path(p) for p in (environ.get("MIES_INSTALL_PATH"),) if p]
+        candidates += [root / "mindie" / "latest" / "mindie-service"]
     for candidate in candidates:
         if candidate is None:
             continue
@@ -85,6 +87,22 @@ def resolve_mindie_service(root: Path, mindie_home: Path | None, environ: Mappin
             if (option / "bin" / "mindieservice_daemon").exists():
                 return option
     return None
+
+
+def require_given_paths(ascend_root: Path | None, mindie_home: Path | None, inst: Installation, *,
+                        root_flag: str = "--ascend-root", home_flag: str = "--mindie-home") -> None:
+    """Paths the user named must exist and be what they claim; refused naming the flag (never ignored)."""
+    from mindie_pack.errors import PackError
+
+    if ascend_root is not None and not ascend_root.is_dir():
+        raise PackError(f"{root_flag} {ascend_root}: " + ("not a directory" if ascend_root.exists()
+                                                            else "no such directory"))
+    if mindie_home is not None:
+        if not mindie_home.exists():
+            raise PackError(f"{home_flag} {mindie_home}: no such directory")
+        if inst.mindie_service is None:
+            raise PackError(f"{home_flag} {mindie_home}: no bin/mindieservice_daemon there (give the mindie-service "
+                            "folder, or install the emulator: mindie-pack emulator install PREFIX)")
 
 
 def _find_tool(name: str, root: Path, environ: Mapping[str, str]) -> str | None:

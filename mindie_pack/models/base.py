@@ -116,6 +116,12 @@ class ModelFamily:
             raise PackError(
                 f"config.json: hidden_size {hidden} is not a multiple of num_attention_heads {num_heads}"
             )
+        head_dim = config.get("head_dim")
+        if head_dim is not None and head_dim != hidden // num_heads:
+            # MindFormers' networks derive head_dim as hidden_size // num_attention_heads: such a model cannot be
+            # built (and so is not planned either).
+            raise PackError(f"config.json: head_dim {head_dim} differs from hidden_size / num_attention_heads "
+                            f"({hidden} / {num_heads} = {hidden // num_heads}); MindFormers' network cannot hold it")
         return ModelDims(
             hidden_size=hidden,
             num_layers=_config_int(config, "num_hidden_layers"),
