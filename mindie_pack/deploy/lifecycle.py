@@ -56,17 +56,17 @@ def _wait_started(launcher: Launcher, plan: DeployPlan) -> None:
     import time
 
     from mindie_pack.deploy.logs import LogFollower
-    from mindie_pack.deploy.readiness import FATAL_LINES, failure_text
+    from mindie_pack.deploy.readiness import FATAL_LINES, failure
 
     log = LogFollower(plan.log_path)
     deadline = time.monotonic() + DETACH_SETTLE_S
     while time.monotonic() < deadline:
         code = launcher.exit_code()
         if code is not None:
-            raise PackError(failure_text(f"the daemon exited with code {code}", plan.log_path))
+            raise failure(f"the daemon exited with code {code}", plan.log_path)
         lines = log.new_lines()
         if any(f in line for line in lines for f in FATAL_LINES):
-            raise PackError(failure_text("the daemon reported a failure at start", plan.log_path))
+            raise failure("the daemon reported a failure at start", plan.log_path)
         time.sleep(0.1)
 
 
