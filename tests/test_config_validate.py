@@ -60,8 +60,8 @@ def test_published_config_validates_with_a_built_directory(model_dir: Path) -> N
     (f"{MC}.worldSize", 2, f"{MC}.worldSize: 2 but predict_model.yaml has parallel_config.model_parallel 1"),
     (f"{MC}.npuMemSize", 0, f"{MC}.npuMemSize: 0 is invalid: it should be within (0, 2147483647] GB or -1"),
     (f"{MC}.modelName", "-bad name", f'{MC}.modelName: "-bad name" does not match'),
-    ("ServerConfig.ipAddress", "0.0.0.0", "ServerConfig.ipAddress: 0.0.0.0 needs ServerConfig."
-                                          "allowAllZeroIpListening true"),
+    ("ServerConfig.ipAddress", "0.0.0.0", "ServerConfig.ipAddress: 0.0.0.0 is invalid: listening on all addresses "
+                                          "needs ServerConfig.allowAllZeroIpListening true"),
     ("BackendConfig.multiNodesInferPort", 1025, "BackendConfig.multiNodesInferPort: 1025: Endpoint port cannot be "
                                                 "equal to multiNodesInferPort"),
     ("BackendConfig.ScheduleConfig.maxPrefillBatchSize", 300,
