@@ -99,8 +99,6 @@ def model_dir_problems(model: dict[str, Any], index: int, daemon_uid: int | None
     rel = _release(release)
     source = SRC_DIR_30 if rel.name == "3.0.0" else SRC_DIR_23
     given = Path(raw)
-    if ".." in given.parts:
-        return [Problem(where, f"{raw} contains '..'", source=source)]
     if not given.exists():
         return [Problem(where, f"{raw} does not exist (build it with `mindie-pack build`)")]
     path = given.resolve()  # SafePath canonicalises before its checks (safe_path.cpp:112-125)

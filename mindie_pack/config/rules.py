@@ -44,7 +44,8 @@ def semantic_problems(data: dict[str, Any], *, npu_mem_warning: bool = True,
     models = deploy.get("ModelConfig") if isinstance(deploy.get("ModelConfig"), list) else []
     first = models[0] if models and isinstance(models[0], dict) else {}
     problems += _device_checks(backend, first)
-    if schedule.get("templateType", "Standard") == "Standard" and len(models) != 1:
+    if schedule.get("templateType", "Standard") == "Standard" and isinstance(deploy.get("ModelConfig"), list) \
+            and len(models) != 1:
         problems.append(Problem(f"{MDC}.ModelConfig", f"has {len(models)} elements: there should be one "
                                 "modelParam for Standard templateType"))
     problems += _length_checks(deploy, schedule, first, rel)

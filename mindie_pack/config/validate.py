@@ -45,8 +45,8 @@ def _section(data: Any, *keys: str) -> dict[str, Any]:
 
 def _one_release(data: dict[str, Any], rel: Release, *, check_model_dir: bool, daemon_uid: int | None,
                  install_dir: Path | None, environ: Mapping[str, str] | None) -> list[Problem]:
-    problems = schema_problems(data, rel.layout)
-    problems += compulsory_problems(data, rel)
+    problems = compulsory_problems(data, rel)  # the daemon reports a missing field before a bad value
+    problems += schema_problems(data, rel.layout)
     problems += semantic_problems(data, npu_mem_warning=not check_model_dir, release=rel)
     server = _section(data, "ServerConfig")
     # 1.0.x is closed: the address rule of 2.3.0 is a warning there
