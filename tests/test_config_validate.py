@@ -346,6 +346,15 @@ def test_tls_keys_per_release() -> None:
     assert warned == ["ServerConfig.tlsPkPwd: is a key of the 1.0 and 2.x layouts: MindIE 3.0.0 does not read it"]
 
 
+def test_inter_node_tls_keys_are_read_when_enabled() -> None:
+    """backend_config.cpp:199-207 (40fb0630): with interNodeTLSEnabled the TLS keys are read unconditionally."""
+    data = variant(_without(_shipped("2.3.0"), "BackendConfig.interNodeTlsCert"), "BackendConfig.interNodeTLSEnabled",
+                   True)
+    problems = errors(_judged(data, "2.3.0"))
+    assert [(p.path, p.native) for p in problems] == [("BackendConfig.interNodeTlsCert", "Failed to init tls cfg")]
+    assert errors(_judged(variant(data, "BackendConfig.interNodeTLSEnabled", False), "2.3.0")) == []
+
+
 def test_3_0_refuses_the_ms_backend_with_the_reason() -> None:
     data = variant(_shipped("3.0.0"), "BackendConfig.ModelDeployConfig.ModelConfig[0].backendType", "ms")
     problems = [str(p) for p in errors(_judged(data, "3.0.0"))]
@@ -368,7 +377,10 @@ def test_release_comes_from_the_install_then_the_flag_then_the_shape(tmp_path: P
     by_install = validate_report(path, install_dir=service, version="3.0.0", check_model_dir=False)
     assert by_install.judgement is not None and by_install.judgement.name == "2.3.0"
     assert "version file" in by_install.judgement.reason
-    assert [p.path for p in errors(by_install.problems)] == ["BackendConfig.ModelDeployConfig.truncation"]
+    # judged by 2.3.0: the 3.0 file's integer truncation, and the inter-node TLS keys 3.0 dropped, are refused
+    assert {p.path for p in errors(by_install.problems)} == {
+        "BackendConfig.ModelDeployConfig.truncation", "BackendConfig.interNodeKmcKsfMaster",
+        "BackendConfig.interNodeKmcKsfStandby", "BackendConfig.interNodeTlsPkPwd"}
     by_flag = validate_report(path, version="3.0.0", check_model_dir=False)
     assert by_flag.judgement is not None and by_flag.judgement.reason == "--mindie-version 3.0.0"
     assert by_flag.valid

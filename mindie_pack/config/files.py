@@ -185,8 +185,8 @@ def tls_problems(server: dict[str, Any], install_dir: Path | None, *, release: R
     separate = not (server.get("managementIpAddress", server.get("ipAddress")) == server.get("ipAddress")
                     and server.get("managementPort", server.get("port")) == server.get("port")
                     and server.get("metricsPort") == server.get("port"))
-    if separate:
-        keys += [k for plane in _TLS_PLANES for k in plane]
+    if separate:  # metrics-plane certificates came with 2.3.0 (mindie-service.md §1.10)
+        keys += [k for plane in _TLS_PLANES[:1 if rel.order < BY_NAME["2.3.0"].order else 2] for k in plane]
     pk_pwd = server.get("tlsPkPwd")
     if rel.layout == "1.0":
         if not pk_pwd:  # the 1.0 docs list it with the TLS files; closed source: doubt is a warning

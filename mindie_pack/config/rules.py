@@ -51,6 +51,7 @@ def semantic_problems(data: dict[str, Any], *, npu_mem_warning: bool = True,
     problems += _length_checks(deploy, schedule, first, rel)
     problems += _port_checks(server, backend)
     problems += _release_checks(deploy, schedule, models, rel)
+    problems += _inter_node_tls(backend, rel)
     for index, model in enumerate(models):
         if npu_mem_warning and isinstance(model, dict) and model.get("backendType") == "ms" \
                 and _int(model.get("npuMemSize")) == -1:
@@ -114,6 +115,29 @@ def _release_checks(deploy: dict[str, Any], schedule: dict[str, Any], models: li
             problems.append(Problem(f"{SC}.maxN", f"{max_n} is greater than maxBatchSize {batch}",
                                     native="The maxN cannot be set greater than maxBatchSize",
                                     source="config_manager/schedule_config.cpp:256 (8b4871ad)"))
+    return problems
+
+
+# interNodeTLSEnabled true: read at init without contains(), a missing one stops the daemon with "Failed to init tls
+# cfg" (backend_config.cpp:60-100,199-207 at 40fb0630; :54-66 at 8b4871ad, without the KMC and PkPwd keys).
+_INTER_NODE_TLS = {"2.x": ("interNodeKmcKsfMaster", "interNodeKmcKsfStandby", "interNodeTlsCert", "interNodeTlsPk",
+                           "interNodeTlsPkPwd", "interNodeTlsCaPath", "interNodeTlsCrlPath"),
+                   "3.0": ("interNodeTlsCert", "interNodeTlsPk", "interNodeTlsCaPath", "interNodeTlsCrlPath")}
+
+
+def _inter_node_tls(backend: dict[str, Any], rel: Release) -> list[Problem]:
+    if backend.get("interNodeTLSEnabled") is not True or rel.layout not in _INTER_NODE_TLS:
+        return []
+    source = ("config_manager/backend_config.cpp:60-100,199-207 (40fb0630)" if rel.layout == "2.x" else
+              "config_manager/backend_config.cpp:54-66 (8b4871ad)")
+    problems = [Problem(f"{B}.{key}", "missing or not a string: interNodeTLSEnabled true reads it (set it, or set "
+                        "interNodeTLSEnabled false)", native="Failed to init tls cfg", source=source)
+                for key in _INTER_NODE_TLS[rel.layout] if not isinstance(backend.get(key), str)]
+    for key, low in (("interNodeTlsCaFiles", 1), ("interNodeTlsCrlFiles", 0)):
+        files = backend.get(key)
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or not low <= len(files) <= 3:
+            problems.append(Problem(f"{B}.{key}", f"must list {low} to 3 file names when interNodeTLSEnabled is true",
+                                    native=f"{key} size is invalid", source=source))
     return problems
 
 
