@@ -13,6 +13,7 @@ from rich.table import Table
 from mindie_pack.config import line_for, plan_capacity, render_config, write_config
 from mindie_pack.config.detect import installed_version
 from mindie_pack.config.problems import Problem, unique
+from mindie_pack.config.releases import release_for
 from mindie_pack.config.schema import field_schema
 from mindie_pack.config.validate import load_config_file, validate_report
 from mindie_pack.config.versions import DEFAULT_MINDIE_VERSION
@@ -91,6 +92,9 @@ def validate(
     report = validate_report(path, version=mindie_version, check_model_dir=not skip_model_dir,
                              install_dir=install_dir, install_version=version_found, install_reason=why)
     problems = list(report.problems)
+    if mindie_version and version_found and release_for(mindie_version) != release_for(version_found):
+        problems.insert(0, Problem("--mindie-version", f"{mindie_version} set aside: the install says {version_found} "
+                                   f"({why}), and its rules apply", "warning"))
     data = report.data
     plan = _plan_from_config(data, npu) if isinstance(data, dict) and not skip_model_dir else None
     if plan is not None:

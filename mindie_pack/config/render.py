@@ -139,7 +139,7 @@ def build_context(spec: Spec | None, model_dir: Path | None, *, version: str | N
     model_dir = model_dir.absolute()
     facts = _model_dir_facts(model_dir)
     tp = (spec.section("parallel").get("tp") if spec else None) or facts.get("world_size") or 1
-    unknown = sorted(set(server) - set(SERVER_DEFAULTS) - {"mindie_version", "tls", "model_name", "backend"})
+    unknown = sorted(set(server) - set(SERVER_DEFAULTS) - {"mindie_version", "tls", "model_name"})
     if unknown:
         raise PackError(f"spec server.{unknown[0]}: unknown setting (known: {', '.join(sorted(SERVER_DEFAULTS))}, "
                         "tls, mindie_version)")
@@ -151,7 +151,7 @@ def build_context(spec: Spec | None, model_dir: Path | None, *, version: str | N
     if "max_iter_times" not in server:
         context["max_iter_times"] = min(context["max_iter_times"], context["max_seq_len"])
     tls = server.get("tls")
-    backend_type, _ = resolve_backend(version or DEFAULT_MINDIE_VERSION, facts, backend or server.get("backend"))
+    backend_type, _ = resolve_backend(version or DEFAULT_MINDIE_VERSION, facts, backend)
     context.update(
         model_name=server.get("model_name") or model_section.get("name") or facts.get("model_name") or model_dir.name,
         model_weight_path=str(model_dir), world_size=int(tp), npu_device_ids=[list(range(int(tp)))],
