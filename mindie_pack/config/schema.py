@@ -11,7 +11,7 @@ import re
 from functools import cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
 from mindie_pack.config.compulsory import NATIVE_SECTION
@@ -77,8 +77,14 @@ def _message(error: ValidationError) -> tuple[list[str | int], str]:
     return path, error.message
 
 
+# nlohmann's is_number_integer() is false for 1025.0, which JSON Schema would count as an integer
+_TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+_Validator = validators.extend(Draft202012Validator, type_checker=_TYPES)
+
+
 def schema_problems(data: Any, layout: str) -> list[Problem]:
-    validator = Draft202012Validator(load_schema(layout))
+    validator = _Validator(load_schema(layout))
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path, message = _message(error)
