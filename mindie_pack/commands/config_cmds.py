@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mindie_pack.config import line_for, plan_capacity, render_config, write_config
+from mindie_pack.config.compulsory import COMPULSORY
 from mindie_pack.config.detect import installed_version
 from mindie_pack.config.problems import Problem, unique
 from mindie_pack.config.releases import release_for
@@ -210,11 +211,14 @@ def explain(
     node = field_schema(line_for(mindie_version), field_name)
     if node is None:
         raise PackError(f"{field_name}: no such field in the MindIE {line_for(mindie_version)} config")
-    out.print(f"[bold]{field_name}[/]: {node.get('description', '')}")
-    facts = [f"{k}: {json.dumps(node[k])}" for k in ("type", "enum", "minimum", "maximum", "pattern", "default")
-             if k in node]
+    out.print(f"{field_name}: {node.get('description', '')}", markup=False)
+    facts = [f"{k}: {json.dumps(node[k])}" for k in ("type", "enum", "minimum", "maximum", "pattern", "maxLength",
+                                                      "default") if k in node]
+    facts += [f"source: {node['$comment']}"] if node.get("$comment") else []
+    facts += [f"compulsory: from MindIE {row.since} ({row.source})" for row in COMPULSORY
+              if row.key == field_name.split(".")[-1] and line_for(mindie_version) in row.layouts]
     for fact in facts:
-        out.print(f"  {fact}")
+        out.print(f"  {fact}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
