@@ -451,3 +451,14 @@ def test_validate_json_says_which_rules_and_why(tmp_path: Path, cli: Callable[..
     report = json.loads(result.stdout)
     assert report["rules"]["release"] == "2.3.0" and report["rules"]["reason"] == "--mindie-version 2.3.0"
     assert "40fb0630" in report["rules"]["rules_from"][0]
+
+
+def test_closed_releases_warn_where_a_later_release_made_a_field_compulsory() -> None:
+    """2.1.x is closed source: allowAllZeroIpListening, compulsory in the 2.3.0 source, is only a warning there."""
+    data = _without(_shipped("2.3.0"), "ServerConfig.allowAllZeroIpListening")
+    on21 = _judged(data, "2.1.RC2")
+    assert errors(on21) == []
+    assert [str(p) for p in on21 if p.path == "ServerConfig.allowAllZeroIpListening"] == [
+        "ServerConfig.allowAllZeroIpListening: missing: required from MindIE 2.3.0 on (not known to be required by "
+        "2.1.x; add it to be safe)"]
+    assert [p.path for p in errors(_judged(data, "2.3.0"))] == ["ServerConfig.allowAllZeroIpListening"]
