@@ -100,7 +100,8 @@ def judge_shape(data: Any) -> Judgement:
     else:
         layouts = set.intersection(*(set(lay) for _, lay in found))
         if layouts:
-            reason = f"file shape: {', '.join(p for p, _ in found[:3])}"
+            decisive = sorted(found, key=lambda m: len(m[1]))  # the markers that narrow it most first
+            reason = f"file shape: {', '.join(p for p, _ in decisive[:3])}"
         else:
             layouts = set.union(*(set(lay) for _, lay in found))
             groups: dict[tuple[str, ...], str] = {}
