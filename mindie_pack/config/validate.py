@@ -72,16 +72,13 @@ def _lenient(per_release: list[tuple[Release, list[Problem]]]) -> list[Problem]:
                                    "belong to another release)", "warning", p.native, p.source))
             else:
                 out.append(p)
-    # the same field refused by several releases in different words: keep the first line only
-    seen_errors: set[str] = set()
-    result = []
+    # the same field judged by several releases in different words: one line, an error where there is one
+    by_path: dict[str, Problem] = {}
     for p in unique(out):
-        if p.severity == "error":
-            if p.path in seen_errors:
-                continue
-            seen_errors.add(p.path)
-        result.append(p)
-    return result
+        kept = by_path.get(p.path)
+        if kept is None or (p.severity == "error" and kept.severity == "warning"):
+            by_path[p.path] = p
+    return list(by_path.values())
 
 
 def judge_and_validate(data: Any, judgement: Judgement, *, check_model_dir: bool = True,
