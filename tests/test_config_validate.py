@@ -461,3 +461,28 @@ def test_closed_releases_warn_where_a_later_release_made_a_field_compulsory() ->
         "ServerConfig.allowAllZeroIpListening: missing: required from MindIE 2.3.0 on (not known to be required by "
         "2.1.x; add it to be safe)"]
     assert [p.path for p in errors(_judged(data, "2.3.0"))] == ["ServerConfig.allowAllZeroIpListening"]
+
+
+def test_tls_files_under_the_install_dir(tmp_path: Path) -> None:
+    """httpsEnabled on 2.3.0: every file relative to the install home, mode <= 0640 and owned by the daemon's user
+    (param_checker.cpp:330-345); MINDIE_CHECK_INPUTFILES_PERMISSION=0 makes mode and owner warnings."""
+    data = variant(_shipped("2.3.0"), "ServerConfig.httpsEnabled", True)
+    server = data["ServerConfig"]
+    server.update(managementIpAddress=server["ipAddress"], managementPort=server["port"], metricsPort=server["port"])
+    files = [server[k] for k in ("tlsCert", "tlsPk", "tlsPkPwd", "kmcKsfMaster", "kmcKsfStandby")]
+    files += [server["tlsCaPath"] + name for name in server["tlsCaFile"]]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+        os.chmod(tmp_path / name, 0o600)
+
+    def judged(environ: dict[str, str]) -> list[Any]:
+        return [p for p in validate_config(data, version="2.3.0", check_model_dir=False, install_dir=tmp_path,
+                                           environ=environ) if p.path.startswith("ServerConfig")]
+    assert judged({}) == []
+    os.chmod(tmp_path / server["tlsPk"], 0o644)
+    assert [(p.severity, p.path) for p in judged({})] == [("error", "ServerConfig.tlsPk")]
+    assert [(p.severity, p.path) for p in judged({"MINDIE_CHECK_INPUTFILES_PERMISSION": "0"})] == [
+        ("warning", "ServerConfig.tlsPk")]
+    (tmp_path / server["kmcKsfMaster"]).unlink()
+    assert "ServerConfig.kmcKsfMaster" in [p.path for p in errors(judged({}))]
