@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ class Report:
     problems: list[Problem]
     judgement: Judgement | None = None
     data: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
