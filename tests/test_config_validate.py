@@ -486,3 +486,17 @@ def test_tls_files_under_the_install_dir(tmp_path: Path) -> None:
         ("warning", "ServerConfig.tlsPk")]
     (tmp_path / server["kmcKsfMaster"]).unlink()
     assert "ServerConfig.kmcKsfMaster" in [p.path for p in errors(judged({}))]
+
+
+def test_generation_config_failing_the_file_rule_is_a_warning(tmp_path: Path) -> None:
+    """model_deploy_config.cpp:78-89 (40fb0630): generation_config.json that LoadJson refuses is only logged."""
+    model = tmp_path / "m"
+    model.mkdir(mode=0o750)
+    (model / "config.json").write_text("{}")
+    (model / "generation_config.json").write_text("{}")
+    os.chmod(model / "generation_config.json", 0o666)
+    data = variant(_shipped("2.3.0"), f"{MC}.modelWeightPath", str(model))
+    problems = [p for p in validate_config(data, version="2.3.0", daemon_uid=4242)
+                if p.path.endswith("modelWeightPath")]
+    assert [p.severity for p in problems] == ["warning"]
+    assert "generation_config.json is writable by group or others" in problems[0].message

@@ -122,6 +122,14 @@ def model_dir_problems(model: dict[str, Any], index: int, daemon_uid: int | None
         problems += [p for p in (_group_other_write(path, where, source),) if p]
         if config.is_file():
             problems += [p for p in (_group_other_write(config, where, source),) if p]
+    generation = path / "generation_config.json"
+    if generation.is_file() and uid != 0:  # read the same way; a failure is only logged (top_k then defaults)
+        failed = [p for p in ((_mode_problem(generation, 0o640, where, "warning", source),
+                               _owner_problem(generation, uid, where, "warning", source)) if rel.name == "3.0.0"
+                              else (_group_other_write(generation, where, source),)) if p]
+        problems += [Problem(p.path, f"{p.message} (MindIE skips generation_config.json with a warning; its top_k "
+                             "is then not used)", "warning", p.native,
+                             "config_manager/model_deploy_config.cpp:78-89 (40fb0630)") for p in failed]
     if not os.access(path, os.R_OK | os.X_OK):
         problems.append(Problem(where, f"{path} is not readable by this user", source=source))
     if not config.is_file():
