@@ -238,6 +238,12 @@ def test_backend_comes_from_the_flag_then_the_profile_then_the_release(tmp_path:
         render_config(None, model_dir=plain, mindie_version="2.3.0", backend="torch")
     with pytest.raises(PackError, match=r'backendType "ms" \(--backend\): MindIE 3.0.0 has no MindSpore backend'):
         render_config(None, model_dir=model_dir, mindie_version="3.0.0", backend="ms")
+    # a MindFormers directory stays ms: refused on 3.0 with the reason, and never relabelled atb
+    with pytest.raises(PackError, match=r'backendType "ms" \(the model directory is a MindFormers one \(profile '
+                                        r'mf-ckpt\)\): MindIE 3.0.0 has no MindSpore backend'):
+        render_config(None, model_dir=model_dir, mindie_version="3.0.0")
+    with pytest.raises(PackError, match="--backend atb: the model directory is built for the ms backend"):
+        render_config(None, model_dir=model_dir, mindie_version="3.0.0", backend="atb")
 
 
 def test_set_refuses_an_empty_or_misspelt_key(model_dir: Path) -> None:

@@ -71,6 +71,7 @@ def default_config(version: str) -> dict[str, Any]:
 BACKENDS = ("ms", "atb", "torch")
 # build profiles whose model directory a backend other than ms serves (the builder's --profile names)
 PROFILE_BACKEND = {"atb": "atb", "torch": "torch"}
+MS_PROFILES = ("mf-ckpt", "mf-safetensors", "llm-boost")  # MindFormers directories, served by ms only
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -92,7 +93,9 @@ def _model_dir_facts(model_dir: Path) -> dict[str, Any]:
         facts["backend_from"] = f"{model_dir / 'manifest.json'} (profile {profile})"
         if isinstance(options.get("tp"), int):
             facts["world_size"] = options["tp"]
-    elif not yamls and (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors")):
+    elif yamls or profile in MS_PROFILES:
+        facts["ms_dir"] = f"profile {profile}" if profile else f"{yamls[0].name}"  # a MindFormers directory
+    elif (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors")):
         facts["plain_hf"] = True  # a Hugging Face folder: served by atb/torch, not by ms
     if len(yamls) == 1:
         doc = yaml.safe_load(yamls[0].read_text()) or {}
@@ -116,9 +119,14 @@ def resolve_backend(version: str, facts: dict[str, Any], backend: str | None) ->
     chosen, why = backend, "--backend"
     if chosen is None and facts.get("backend"):
         chosen, why = facts["backend"], str(facts["backend_from"])
+    if chosen is None and facts.get("ms_dir"):
+        chosen, why = "ms", f"the model directory is a MindFormers one ({facts['ms_dir']})"
     if chosen is None:
         default = "atb" if release.layout == "3.0" or facts.get("plain_hf") else "ms"
         chosen, why = default, f"default for MindIE {release.name}"
+    if chosen != "ms" and facts.get("ms_dir"):
+        raise PackError(f"--backend {chosen}: the model directory is built for the ms backend ({facts['ms_dir']}); "
+                        f"{chosen} serves a Hugging Face folder: rebuild it with `mindie-pack build --profile atb`")
     if chosen not in release.backends:
         if chosen == "ms":
             raise PackError(f"backendType \"ms\" ({why}): {MS_ON_3}")
