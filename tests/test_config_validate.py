@@ -500,3 +500,16 @@ def test_generation_config_failing_the_file_rule_is_a_warning(tmp_path: Path) ->
                 if p.path.endswith("modelWeightPath")]
     assert [p.severity for p in problems] == ["warning"]
     assert "generation_config.json is writable by group or others" in problems[0].message
+
+
+def test_an_install_of_an_unsupported_release_is_one_line(tmp_path: Path) -> None:
+    from mindie_pack.config import validate_report
+
+    service = tmp_path / "mindie" / "1.0.RC2" / "mindie-service"
+    service.mkdir(parents=True)
+    (service.parent / "version.info").write_text("mindie-service : 1.0.RC2\n")
+    report = validate_report(_write(tmp_path / "config.json", _shipped("2.3.0")), install_dir=service,
+                             check_model_dir=False)
+    assert [str(p) for p in report.problems] == [
+        "(root): MindIE 1.0.RC2 is not supported: its config.json uses the OtherParam layout of 1.0.RC1/1.0.RC2; "
+        "mindie-pack supports 1.0.RC3 and later"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mindie_pack.config.releases import BY_NAME, LAYOUT_DEFAULT, Release, release_for
+from mindie_pack.errors import PackError
 
 # (JSON path, predicate on the value or None for "present") -> the layouts a file carrying it may belong to.
 # Sources: mindie-service.md §1.2 and §1.10 (1.0.x keys, from the hiascend 1.0.RC3/1.0.0 pages and the configs
@@ -133,8 +134,11 @@ def judge(data: Any, *, version: str | None = None, install_version: str | None 
     if isinstance(data, dict) and PRE_RC3_MARKER in data:
         return judge_shape(data)
     if install_version:
-        return Judgement((release_for(install_version),), f"{install_reason or 'installed MindIE'}: "
-                         f"{install_version}")
+        reason = f"{install_reason or 'installed MindIE'}: {install_version}"
+        try:
+            return Judgement((release_for(install_version),), reason)
+        except PackError as exc:  # an install we do not judge: one line, not a traceback in the daemon
+            return Judgement((BY_NAME["2.3.0"],), reason, unsupported=str(exc))
     if version:
         return Judgement((release_for(version),), f"--mindie-version {version}")
     return judge_shape(data)
