@@ -513,3 +513,33 @@ def test_an_install_of_an_unsupported_release_is_one_line(tmp_path: Path) -> Non
     assert [str(p) for p in report.problems] == [
         "(root): MindIE 1.0.RC2 is not supported: its config.json uses the OtherParam layout of 1.0.RC1/1.0.RC2; "
         "mindie-pack supports 1.0.RC3 and later"]
+
+
+def test_any_value_anywhere_gives_problems_not_exceptions() -> None:
+    """Every leaf of the shipped config replaced by values of every JSON type: problems, never a traceback."""
+    import copy
+    import random
+
+    base = _shipped("2.3.0")
+    paths: list[list[Any]] = []
+
+    def walk(node: Any, path: list[Any]) -> None:
+        paths.append(path)
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in children:
+            walk(child, path + [key])
+    walk(base, [])
+    values = [None, True, 0, -1, 1.5, "", "x", [], {}, [[]], [None], {"a": 1}, 10**20, "0.0.0.0", [1, "a"]]
+    rng = random.Random(7)
+    for _ in range(150):
+        data = copy.deepcopy(base)
+        for path in rng.sample(paths[1:], 3):
+            node = data
+            try:
+                for key in path[:-1]:
+                    node = node[key]
+                node[path[-1]] = rng.choice(values)
+            except (KeyError, IndexError, TypeError):
+                continue
+        for version in ("1.0.0", "2.3.0", "3.0.0", None):
+            assert all(isinstance(p.message, str) for p in validate_config(data, version=version))
