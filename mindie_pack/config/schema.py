@@ -83,8 +83,13 @@ _TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
 _Validator = validators.extend(Draft202012Validator, type_checker=_TYPES)
 
 
+@cache
+def _validator(layout: str) -> Any:
+    return _Validator(load_schema(layout))
+
+
 def schema_problems(data: Any, layout: str) -> list[Problem]:
-    validator = _Validator(load_schema(layout))
+    validator = _validator(layout)
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path, message = _message(error)
