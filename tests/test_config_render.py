@@ -268,3 +268,12 @@ def test_render_cli_backend_and_set_errors(tmp_path: Path, cli: Callable[..., Cl
     bad = cli("config", "render", "-o", tmp_path / "out2" / "config.json", "--model-dir", model, "--set", "=5")
     assert bad.exit_code == 2 and "Traceback" not in bad.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_internal_ports_move_out_of_the_way_of_the_served_ones(model_dir: Path, tmp_path: Path) -> None:
+    """2.3.0 refuses port == multiNodesInferPort (config_manager_impl.cpp:282): a spec serving on 1120 still
+    renders, with the internal ports moved."""
+    config = render_config(_spec(tmp_path, {"port": 1120, "management_port": 1121, "metrics_port": 1122}),
+                           model_dir=model_dir, mindie_version="2.3.0")
+    internal = (config["BackendConfig"]["multiNodesInferPort"], config["ServerConfig"]["interCommPort"])
+    assert not set(internal) & {1120, 1121, 1122} and internal[0] != internal[1]

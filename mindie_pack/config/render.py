@@ -53,9 +53,23 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def _internal_ports(context: dict[str, Any]) -> dict[str, int]:
+    """multiNodesInferPort and interCommPort: the shipped 1120 and 1121, moved when the served ports take them
+    (2.3.0 refuses port == multiNodesInferPort, config_manager_impl.cpp:282)."""
+    taken = {context.get(k) for k in ("port", "management_port", "metrics_port")}
+    chosen: dict[str, int] = {}
+    for key, default in (("multi_nodes_infer_port", 1120), ("inter_comm_port", 1121)):
+        port = default
+        while port in taken or port in chosen.values():
+            port += 2 if port < 65534 else -4000
+        chosen[key] = port
+    return chosen
+
+
 def render_template(version: str, context: dict[str, Any]) -> dict[str, Any]:
     line = line_for(version)
-    full = {"version_string": "1.0.0", "dynamic_timeout_section": has_dynamic_timeout_section(version), **context}
+    full = {"version_string": "1.0.0", "dynamic_timeout_section": has_dynamic_timeout_section(version),
+            **_internal_ports(context), **context}
     try:
         text = _environment().get_template(f"config-{line}.json.j2").render(**full)
     except jinja2.UndefinedError as exc:
