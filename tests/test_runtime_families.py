@@ -148,3 +148,16 @@ def test_built_directory_keeps_its_tp(tiny_models: Callable[..., Path], tmp_path
     with pytest.raises(PackError, match=r"built for tp 2 \(parallel_config.model_parallel\), not 1"):
         open_model(out, tp=1)
     shutil.rmtree(out)
+
+
+def test_a_model_too_large_for_memory_is_refused_before_loading(tiny_models: Callable[..., Path],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    class Memory:
+        available = 1 << 20  # 1 MiB: less than the tiny model's float32 weights
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory())
+    with pytest.raises(PackError, match=r"the CPU runtime needs about [0-9.]+ MiB for this model's float32 "
+                                        r"weights, 1\.0 MiB is available"):
+        open_model(tiny_models(**QWEN3, dtype="bfloat16"))

@@ -120,8 +120,26 @@ def _runtime(source: ModelSource) -> CpuRuntime:
     if family.name == "baichuan2" and family.is_alibi(dims):  # type: ignore[attr-defined]
         raise PackError(f"{source.path / source.origin}: Baichuan2-13B (ALiBi attention) is not supported by the "
                         "CPU runtime")
+    _check_memory(source)
     model = DecoderModel.from_rank_weights(dims, load_rank_weights(source), norm_head=family.name == "baichuan2",
                                            vocab_split=source.plan.embedding_split,
                                            head_split=source.plan.lm_head_split)
     tokenizer = TextTokenizer(source.path)
     return CpuRuntime(source.path, model, tokenizer, eos_token_ids(source.path, tokenizer))
+
+
+def _check_memory(source: ModelSource) -> None:
+    """Refuse a model whose float32 weights cannot fit, instead of being killed half-way by the OOM killer."""
+    import psutil
+
+    weights = sum(int(np.prod(spec.shape)) for spec in source.specs) * 4
+    need = 2 * weights  # the shards as read, and their fused (in, out) copies while the ranks are assembled
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise PackError(f"{source.path}: the CPU runtime needs about {_size(need)} for this model's float32 "
+                        f"weights, {_size(available)} is available (it runs small rehearsal models; use a tiny "
+                        "model of the same family to rehearse)")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
