@@ -151,3 +151,21 @@ def test_repetition_penalty_changes_greedy_tokens_like_transformers(tiny_models:
     assert penalised != plain  # the penalty changes the greedy continuation here: a no-op penalty fails
     assert plain == reference.greedy(ids, 12)
     assert penalised == reference.greedy(ids, 12, repetition_penalty=1.8)
+
+
+@pytest.mark.parametrize("profile", ["llm-boost", "mf-safetensors"])
+def test_other_ms_profiles_run_per_rank_like_transformers(profile: str, tiny_models: Callable[..., Path],
+                                                         tmp_path: Path) -> None:
+    from build_helpers import write_mindformers_checkout
+
+    hf_dir = tiny_models(family="qwen2", dtype="bfloat16", num_kv_heads=4)
+    out = tmp_path / "m"
+    build_model_dir(BuildOptions(model_dir=hf_dir, output_dir=out, tp=2, profile=profile,
+                                 mindformers_src=write_mindformers_checkout(tmp_path / "mf")))
+    runtime = load_runtime(out)
+    assert runtime.model.tp == 2
+    reference = TransformersReference(hf_dir)
+    ids = runtime.encode(PROMPT)
+    assert float(np.max(np.abs(runtime.prompt_logits(ids) - reference.logits(ids)))) <= 1e-4
+    assert runtime.generate([ids], GenerationParams(max_new_tokens=8, ignore_eos=True))[0].token_ids == \
+        reference.greedy(ids, 8)
