@@ -161,3 +161,9 @@ def test_a_model_too_large_for_memory_is_refused_before_loading(tiny_models: Cal
     with pytest.raises(PackError, match=r"the CPU runtime needs about [0-9.]+ MiB for this model's float32 "
                                         r"weights, 1\.0 MiB is available"):
         open_model(tiny_models(**QWEN3, dtype="bfloat16"))
+
+
+def test_an_hf_folder_carrying_a_yaml_is_still_an_hf_folder(tiny_model_copy: Callable[..., Path]) -> None:
+    hf_dir = tiny_model_copy(**QWEN3, dtype="float32")
+    (hf_dir / "notes.yaml").write_text("any: yaml\n")
+    assert open_model(hf_dir).model.tp == 1

@@ -43,7 +43,11 @@ class ModelSource:
 
 
 def is_built_ms_dir(path: Path) -> bool:
-    return any(p.suffix in (".yaml", ".yml") and p.is_file() for p in path.iterdir())
+    """A MindFormers yaml, with a weights/ folder (rank files or mf-safetensors) or at least no HF weights beside
+    it; an HF folder (even one that carries some yaml) keeps its *.safetensors / *.bin at the top."""
+    has_yaml = any(p.suffix in (".yaml", ".yml") and p.is_file() for p in path.iterdir())
+    hf_weights = any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+    return has_yaml and ((path / "weights").is_dir() or not hf_weights)
 
 
 def open_source(path: Path, tp: int | None = None) -> ModelSource:
