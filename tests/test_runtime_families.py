@@ -167,3 +167,13 @@ def test_an_hf_folder_carrying_a_yaml_is_still_an_hf_folder(tiny_model_copy: Cal
     hf_dir = tiny_model_copy(**QWEN3, dtype="float32")
     (hf_dir / "notes.yaml").write_text("any: yaml\n")
     assert open_model(hf_dir).model.tp == 1
+
+
+def test_a_head_dim_the_family_cannot_have_is_refused(tiny_model_copy: Callable[..., Path]) -> None:
+    hf_dir = tiny_model_copy(family="llama", dtype="float32")
+    config = json.loads((hf_dir / "config.json").read_text())
+    config["head_dim"] = 32  # hidden 64 / 4 heads = 16
+    (hf_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PackError, match=r"config.json: head_dim 32 differs from hidden_size / num_attention_heads "
+                                        r"\(16\)"):
+        open_model(hf_dir)

@@ -158,6 +158,11 @@ class ModelFamily:
             raise PackError(
                 f"config.json: hidden_size {hidden} is not a multiple of num_attention_heads {num_heads}"
             )
+        if config.get("head_dim") not in (None, hidden // num_heads):
+            raise PackError(
+                f"config.json: head_dim {config['head_dim']!r} differs from hidden_size / num_attention_heads "
+                f"({hidden // num_heads}), which the {self.description} network derives it from"
+            )
         return None
 
     def has_qkv_bias(self, config: dict[str, Any]) -> bool:
