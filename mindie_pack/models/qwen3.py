@@ -45,9 +45,6 @@ class Qwen3Family(ModelFamily):
                             f"got {head_dim}")
         return head_dim
 
-    def has_qkv_bias(self, config: dict[str, Any]) -> bool:
-        return bool(config.get("attention_bias", False))
-
     def attention_specs(self, dims: ModelDims, layer: int, param_dtype: DType) -> list[TensorSpec]:
         hd = dims.head_dim
         hf, mf = f"model.layers.{layer}.self_attn", f"model.layers.{layer}.attention"
