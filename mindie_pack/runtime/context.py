@@ -1,4 +1,6 @@
-"""MindSpore process settings for the CPU runtime, applied once, as early as MindSpore allows."""
+"""MindSpore process settings (verify's loader, the test session), applied once, as early as MindSpore allows.
+
+The CPU runtime itself computes with numpy and does not import MindSpore."""
 
 from __future__ import annotations
 
