@@ -101,7 +101,10 @@ def _final_text(tokenizer: TextTokenizer, result: GenerationResult, params: Gene
 def load_runtime(model_dir: Path) -> CpuRuntime:
     """Load a directory written by `mindie-pack build` (profiles mf-ckpt, mf-safetensors, llm-boost)."""
     configure_cpu()
-    built = open_model_dir(Path(model_dir))
+    from mindie_pack.builder.hf_profile import is_hf_layout, open_hf_layout
+
+    # atb/torch directories are HF folders: a minimal adapter until the runtime reads them itself.
+    built = open_hf_layout(Path(model_dir)) if is_hf_layout(Path(model_dir)) else open_model_dir(Path(model_dir))
     family = built.model.family
     if family.name == "baichuan2" and family.is_alibi(built.model.dims):  # type: ignore[attr-defined]
         raise PackError(f"{built.yaml_path}: Baichuan2-13B (ALiBi attention) is not supported by the CPU runtime")
