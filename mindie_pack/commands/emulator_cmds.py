@@ -8,13 +8,19 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from mindie_pack.errors import PackError
+
 emulator_app = typer.Typer(help="A MindIE stand-in for machines without NPUs.", no_args_is_help=True)
 
 
 @emulator_app.command("install")
 def install(
     prefix: Path = typer.Argument(..., help="Folder to install into (an emulated /usr/local/Ascend)."),
-    mindie_version: str = typer.Option("1.0.RC3", "--mindie-version"),
+    mindie_version: str = typer.Option("1.0.RC3", "--mindie-version",
+                                       help="1.0.x / 2.x: the mindie-service tree; 3.0.0: a venv with mindie_llm."),
+    backend: str | None = typer.Option(None, "--backend", help="atb, torch (3.0) or ms (<= 2.3): the backend of the "
+                                       "default config; atb also installs an atb_llm model list."),
+    chip: str | None = typer.Option(None, "--chip", help="Chip name npu-smi reports (default 910B3; e.g. 310P3)."),
     npus: int = typer.Option(8, "--npus", min=1, help="Emulated NPUs reported by npu-smi."),
     fake_model: bool = typer.Option(False, "--fake-model", help="Serve deterministic tokens without weights."),
     prefill_ms: float = typer.Option(0.0, "--prefill-ms", help="Fake model: delay before the first token."),
@@ -24,8 +30,23 @@ def install(
     """Write an emulated Ascend install (driver, CANN, MindIE with an emulated mindieservice_daemon, npu-smi)."""
     from mindie_pack.emulator.install import install_emulator
 
+    if backend is not None and backend not in ("atb", "torch", "ms"):
+        raise PackError(f"--backend {backend!r}: expected atb, torch or ms")
     root = install_emulator(prefix, mindie_version=mindie_version, npu_count=npus, fake_model=fake_model,
-                            prefill_ms=prefill_ms, per_token_ms=per_token_ms)
+                            prefill_ms=prefill_ms, per_token_ms=per_token_ms, backend=backend, chip=chip)
+    server = root.mindie_service / "bin" / "mindie_llm_server"
+    if server.exists():  # MindIE >= 3.0: a Python environment
+        python = root.mindie_service / "bin" / "python"
+        info = {"ascend_root": str(root.root), "mindie_home": str(root.mindie_service), "mindie_python": str(python),
+                "server": str(server)}
+        if as_json:
+            typer.echo(json.dumps(info))
+            return
+        console = Console(highlight=False)
+        console.print(f"emulated Ascend root: {root.root}")
+        console.print(f"MindIE {mindie_version} environment (mindie_llm, mindie_llm_server): {root.mindie_service}")
+        console.print(f"deploy with: mindie-pack deploy --mindie-python {python} --model-dir DIR")
+        return
     info = {"ascend_root": str(root.root), "mindie_home": str(root.mindie_service),
             "daemon": str(root.mindie_service / "bin" / "mindieservice_daemon")}
     if as_json:

@@ -15,7 +15,12 @@ from mindie_pack.errors import PackError
 from mindie_pack.spec import Spec
 
 HOST_COMMAND_ENV = ("MIES_CONFIG_JSON_PATH", "MINDIE_LLM_FRAMEWORK_BACKEND", "MS_SCHED_HOST", "MS_SCHED_PORT",
-                    "LCAL_IF_PORT", "ASCEND_RT_VISIBLE_DEVICES", "ENFORCE_EAGER")
+                    "LCAL_IF_PORT", "ASCEND_RT_VISIBLE_DEVICES", "ENFORCE_EAGER",
+                    # atb / torch (env/atb_env.py)
+                    "NPU_MEMORY_FRACTION", "OMP_NUM_THREADS", "ATB_OPERATION_EXECUTE_ASYNC",
+                    "ATB_WORKSPACE_MEM_ALLOC_GLOBAL", "ATB_LAYER_INTERNAL_TENSOR_REUSE",
+                    "ATB_LLM_ENABLE_AUTO_TRANSPOSE",
+                    "ATB_CONVERT_NCHW_TO_ND", "ATB_WORKSPACE_MEM_ALLOC_ALG_TYPE", "MASTER_ADDR", "MASTER_PORT")
 CONTAINER_ENV = ("MINDIE_LLM_FRAMEWORK_BACKEND", "MS_SCHED_HOST", "MS_SCHED_PORT", "LCAL_IF_PORT",
                  "MINDIE_LOG_TO_STDOUT", "MIES_SERVICE_MONITOR_MODE")
 
@@ -23,7 +28,7 @@ CONTAINER_ENV = ("MINDIE_LLM_FRAMEWORK_BACKEND", "MS_SCHED_HOST", "MS_SCHED_PORT
 @dataclass
 class DeployOptions:
     model_dir: Path
-    mindie_home: Path
+    mindie_home: Path | None  # None with mindie_python (MindIE >= 3.0)
     spec: Spec | None = None
     port: int | None = None
     devices: list[int] | None = None
@@ -34,6 +39,8 @@ class DeployOptions:
     mindie_version: str | None = None
     sets: list[str] = field(default_factory=list)
     log_stream_after_s: float = 30.0
+    mindie_python: Path | None = None  # MindIE >= 3.0: the interpreter of the environment with mindie_llm
+    env: list[str] = field(default_factory=list)  # NAME=VALUE over the atb defaults (env/atb_env.py)
 
 
 @dataclass
@@ -48,6 +55,8 @@ class DeployPlan:
     environment: dict[str, str]
     world_size: int = 1
     container: ContainerSpec | None = None
+    launcher: str = "mindieservice_daemon"  # or "mindie_llm_server" (MindIE >= 3.0, deploy/launcher_llm.py)
+    command: list[str] | None = None  # what the launcher runs (default: [daemon])
 
     @property
     def log_path(self) -> Path:
@@ -60,7 +69,8 @@ class DeployPlan:
     def host_command(self) -> str:
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.environment.items())
                            if k in HOST_COMMAND_ENV)
-        return (f"cd {shlex.quote(str(self.deployment_dir))} && env {exports} nohup {shlex.quote(str(self.daemon))} "
+        program = " ".join(shlex.quote(part) for part in (self.command or [str(self.daemon)]))
+        return (f"cd {shlex.quote(str(self.deployment_dir))} && env {exports} nohup {program} "
                 f"> {shlex.quote(str(self.log_path))} 2>&1 &")
 
 
@@ -68,35 +78,37 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     """Preflight: everything that can be refused is refused here, before anything starts."""
     from mindie_pack.builder.deployable import read_deployable
     from mindie_pack.config import render_config
+    from mindie_pack.deploy.installed import HF_PROFILES, atb_tree_environment, plan_mindie_llm
     from mindie_pack.env import daemon_environment, discover
-    from mindie_pack.env.doctor import host_checks, npu_checks
 
+    llm_plan = plan_mindie_llm(options)  # MindIE >= 3.0 in a Python environment
+    if llm_plan is not None:
+        return llm_plan
     model = read_deployable(options.model_dir)
     inst = discover(mindie_home=options.mindie_home)
     if inst.mindie_service is None:
-        raise PackError(f"--mindie-home {options.mindie_home}: no bin/mindieservice_daemon there (give the "
+        raise PackError(f"--mindie-home {options.mindie_home}: no bin/mindieservice_daemon there, nor a MindIE 3.0 "
+                        "environment (bin/mindie_llm_server) (give the "
                         "mindie-service folder, or install the emulator: mindie-pack emulator install PREFIX)")
     version = options.mindie_version or inst.version("mindie") or "1.0.RC3"
     sets = list(options.sets)
+    if model.profile in HF_PROFILES:
+        sets.insert(0, f"ModelConfig[0].backendType={model.profile}")
     if options.port is not None:
         sets += [f"ServerConfig.port={options.port}", f"ServerConfig.managementPort={options.port + 1}",
                  f"ServerConfig.metricsPort={options.port + 2}"]
     config = render_config(options.spec, model_dir=model.path, mindie_version=version, sets=sets)
     endpoints = Endpoints.from_config(config)
-    server = config["ServerConfig"]
-    ports = sorted({int(server["port"]), int(server["managementPort"]), int(server["metricsPort"])})
     world = int(config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["worldSize"])
-    blocking = [c for c in host_checks(ports, Path.cwd()) + (npu_checks(inst, world) if not options.docker_image
-                else []) if c.status == "fail" and c.blocking and c.name != "working directory"]
-    if blocking:
-        first = blocking[0]
-        raise PackError(f"preflight: {first.name}: {first.detail}" + (f" ({first.fix})" if first.fix else ""))
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    deployment_dir = state_dir() / "deployments" / f"{endpoints.model_name}-{stamp}"
+    refuse_blocking(options, config, inst, world)
+    deployment_dir = deployment_dir_for(endpoints.model_name)
     config_path = inst.mindie_service / "conf" / "config.json" if options.install_config \
         else deployment_dir / "config.json"
-    env = daemon_environment(ascend_root=inst.root, mindie_home=inst.mindie_service, profile=model.profile,
-                             devices=options.devices, installation=inst).env
+    if model.profile in HF_PROFILES:
+        env = atb_tree_environment(options, model, inst, version, world)
+    else:
+        env = daemon_environment(ascend_root=inst.root, mindie_home=inst.mindie_service, profile=model.profile,
+                                 devices=options.devices, installation=inst).env
     env["MIES_CONFIG_JSON_PATH"] = str(config_path)
     env["MINDIE_LOG_TO_STDOUT"] = "1"
     env["MIES_SERVICE_MONITOR_MODE"] = "1"
@@ -111,6 +123,23 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     return plan
 
 
+def refuse_blocking(options: DeployOptions, config: dict[str, Any], inst: Any, world: int) -> None:
+    from mindie_pack.env.doctor import host_checks, npu_checks
+
+    server = config["ServerConfig"]
+    ports = sorted({int(server["port"]), int(server["managementPort"]), int(server["metricsPort"])})
+    blocking = [c for c in host_checks(ports, Path.cwd()) + (npu_checks(inst, world) if not options.docker_image
+                else []) if c.status == "fail" and c.blocking and c.name != "working directory"]
+    if blocking:
+        first = blocking[0]
+        raise PackError(f"preflight: {first.name}: {first.detail}" + (f" ({first.fix})" if first.fix else ""))
+
+
+def deployment_dir_for(model_name: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return state_dir() / "deployments" / f"{model_name}-{stamp}"
+
+
 def write_files(plan: DeployPlan) -> None:
     """The deployment folder (0750) and its config.json (0640, backed up when it replaces one)."""
     from mindie_pack.config import write_config
@@ -118,5 +147,8 @@ def write_files(plan: DeployPlan) -> None:
     from mindie_pack.fsutil import make_dirs, writing
 
     make_dirs(plan.deployment_dir, STATE_DIR_MODE)
-    with writing(plan.config_path):
-        write_config(plan.config, plan.config_path, version=plan.mindie_version)
+    from mindie_pack.deploy.config_30 import RENDER_AS, is_30
+
+    with writing(plan.config_path):  # 3.0: the .diff is against the 2.3.0 defaults its layout derives from
+        write_config(plan.config, plan.config_path,
+                     version=RENDER_AS if is_30(plan.mindie_version) else plan.mindie_version)

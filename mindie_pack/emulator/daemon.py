@@ -169,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     model = config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]
     log(f"[Start mindie server] loading model {model['modelName']} from {model['modelWeightPath']} "
         f"(backendType {model['backendType']}, worldSize {model['worldSize']})")
+    from mindie_pack.emulator.backends import engine_refusal  # release/backend rules of the engine init
+
+    refusal = None if settings["fake_model"] else engine_refusal(model, settings, home)
+    if refusal:
+        log(f"[MIE04E02011C] [endpoint] Failed to init engine! {refusal}")
+        log("[Start mindie server] [fail]")
+        return 1
     if settings["load_delay_s"]:
         time.sleep(float(settings["load_delay_s"]))
     try:
