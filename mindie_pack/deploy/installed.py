@@ -87,6 +87,7 @@ def plan_mindie_llm(options: DeployOptions) -> DeployPlan | None:
                         "`mindie-pack build --profile atb`")
     root = ascend_root_for(llm)
     inst = discover(ascend_root=root)
+    model_checks(model, inst, version, installed_types_in(llm.atb_llm_dir))
     sets = [f"ModelConfig[0].backendType={model.profile}", *options.sets]
     if options.port is not None:
         sets += [f"ServerConfig.port={options.port}", f"ServerConfig.managementPort={options.port + 1}",
@@ -95,7 +96,6 @@ def plan_mindie_llm(options: DeployOptions) -> DeployPlan | None:
     endpoints = Endpoints.from_config(config)
     world = int(config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["worldSize"])
     refuse_blocking(options, config, inst, world)
-    model_checks(model, inst, version, installed_types_in(llm.atb_llm_dir))
     for needed in ("torch", "atb_llm"):  # mindie_llm/server/main.py:66-71 imports both
         if not (llm.packages.get(needed) or {}).get("path"):
             raise PackError(f"{llm.python}: {needed} is not importable there (mindie_llm_server needs it); "
@@ -110,16 +110,20 @@ def plan_mindie_llm(options: DeployOptions) -> DeployPlan | None:
                       world, launcher="mindie_llm_server", command=command)
 
 
-def atb_tree_environment(options: DeployOptions, model: DeployableModel, inst: Installation, version: str,
-                         world: int) -> dict[str, str]:
-    """An atb/torch model on a <= 2.3 tree: the checks, then the atb environment (no ms variables)."""
+def check_atb_tree_model(model: DeployableModel, inst: Installation, version: str) -> None:
+    """An atb/torch model on a <= 2.3 tree: the start-up refusals, before the config is rendered."""
     from mindie_pack.deploy.config_30 import is_30
     from mindie_pack.env.atb_checks import installed_types_in
-    from mindie_pack.env.atb_env import atb_environment, parse_overrides
 
     if model.profile == "torch" and not is_30(version):
         raise PackError(f"{model.path}: built with --profile torch, a backend new in MindIE 3.0 (installed: "
                         f"{version}); rebuild with --profile atb")
     model_checks(model, inst, version, installed_types_in(inst.root / "atb-models" / "atb_llm"))
+
+
+def atb_tree_environment(options: DeployOptions, inst: Installation, version: str, world: int) -> dict[str, str]:
+    """The atb environment on a <= 2.3 tree (no ms variables)."""
+    from mindie_pack.env.atb_env import atb_environment, parse_overrides
+
     return atb_environment(root=inst.root, mindie_version=version, mindie_service=inst.mindie_service,
                            devices=options.devices, world_size=world, overrides=parse_overrides(options.env)).env

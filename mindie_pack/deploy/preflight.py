@@ -78,7 +78,7 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     """Preflight: everything that can be refused is refused here, before anything starts."""
     from mindie_pack.builder.deployable import read_deployable
     from mindie_pack.config import render_config
-    from mindie_pack.deploy.installed import HF_PROFILES, atb_tree_environment, plan_mindie_llm
+    from mindie_pack.deploy.installed import HF_PROFILES, atb_tree_environment, check_atb_tree_model, plan_mindie_llm
     from mindie_pack.env import daemon_environment, discover
 
     llm_plan = plan_mindie_llm(options)  # MindIE >= 3.0 in a Python environment
@@ -93,6 +93,7 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     version = options.mindie_version or inst.version("mindie") or "1.0.RC3"
     sets = list(options.sets)
     if model.profile in HF_PROFILES:
+        check_atb_tree_model(model, inst, version)
         sets.insert(0, f"ModelConfig[0].backendType={model.profile}")
     if options.port is not None:
         sets += [f"ServerConfig.port={options.port}", f"ServerConfig.managementPort={options.port + 1}",
@@ -105,7 +106,7 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     config_path = inst.mindie_service / "conf" / "config.json" if options.install_config \
         else deployment_dir / "config.json"
     if model.profile in HF_PROFILES:
-        env = atb_tree_environment(options, model, inst, version, world)
+        env = atb_tree_environment(options, inst, version, world)
     else:
         env = daemon_environment(ascend_root=inst.root, mindie_home=inst.mindie_service, profile=model.profile,
                                  devices=options.devices, installation=inst).env
