@@ -88,9 +88,12 @@ def doctor(
     model_dir: Path | None = typer.Option(None, "--model-dir", help="A built model directory to check."),
     world_size: int | None = typer.Option(None, "--world-size"),
     ports: str | None = typer.Option(None, "--ports", help="Ports that must be free, e.g. 1025,1026,1027."),
+    backend: str | None = typer.Option(None, "--backend", help="atb or torch: check for MindIE's atb/torch path "
+                                       "(default: ms, or atb when the model dir was built for it)."),
+    mindie_python: Path | None = typer.Option(None, "--mindie-python", help="MindIE 3.0: the Python with mindie_llm."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Check the machine for a MindIE ms-backend deployment; exit 1 on any failed check."""
+    """Check the machine for a MindIE deployment (ms backend, or atb/torch); exit 1 on any failed check."""
     spec = _spec(spec_path)
     server = spec.section("server") if spec else {}
     port_list = [int(p) for p in ports.split(",")] if ports else \
@@ -102,7 +105,8 @@ def doctor(
         mindie_home=mindie_home or _spec_path(spec, "deploy", "mindie_home"),
         config_path=config_path, model_dir=model_dir,
         world_size=world_size or (spec.section("parallel").get("tp") if spec else None), ports=port_list,
-        profile=spec.section("model").get("profile", "mf-ckpt") if spec else "mf-ckpt",
+        profile=spec.section("model").get("profile", "mf-ckpt") if spec else _built_profile(model_dir),
+        backend=backend, mindie_python=mindie_python,
     )
     failed = any(c.status == "fail" for c in checks)
     if as_json:
@@ -116,6 +120,12 @@ def doctor(
         out.print(table)
     if failed:
         raise typer.Exit(1)
+
+
+def _built_profile(model_dir: Path | None) -> str:
+    from mindie_pack.builder.hf_profile import is_hf_layout
+
+    return "atb" if model_dir is not None and is_hf_layout(model_dir) else "mf-ckpt"
 
 
 def ranktable(
