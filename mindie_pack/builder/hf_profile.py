@@ -72,7 +72,7 @@ def plan_hf_build(options: BuildOptions) -> HFBuildPlan:
     if profile == "torch" and major is not None and major < 3:
         raise PackError(f"--profile torch needs MindIE 3.0 or later (--mindie-version {options.mindie_version}): the "
                         "torch backend is new in 3.0; use --profile atb for MindIE 2.x")
-    if options.tp != 1 and options.tp < 1:
+    if options.tp < 1:
         raise PackError(f"--tp must be at least 1, got {options.tp}")
     path = options.model_dir
     if not path.is_dir():
@@ -96,6 +96,8 @@ def plan_hf_build(options: BuildOptions) -> HFBuildPlan:
                             f"({', '.join(s for s in supported if s in ('llama', 'qwen2', 'qwen3', 'baichuan'))}, …)")
         notes.append(f"model_type {model_type!r} is not in the {release} support list (atb_llm/models @{commit}): "
                      "the installed MindIE decides at deploy time")
+    if model is not None:
+        model.family.plan_tp(model.dims, options.tp, None)  # the head counts must split over worldSize
     if model is None:
         notes.append(f"model_type {model_type!r}: served by atb, but mindie-pack's CPU runtime cannot run it "
                      f"({NO_CPU_PROOF}: `verify --run` is not available)")

@@ -21,6 +21,17 @@ HF_PROFILES = ("atb", "torch")
 MS_PROFILES = ("mf-ckpt", "mf-safetensors", "llm-boost")
 
 
+def world_size_sets(options: DeployOptions, model: DeployableModel) -> list[str]:
+    """An atb/torch directory has no yaml to carry its tp: worldSize and the devices come from its manifest (the
+    spec's parallel.tp, when given, is what the config render uses)."""
+    if options.spec is not None and options.spec.section("parallel").get("tp"):
+        return []
+    tp = int((model.manifest.get("options") or {}).get("tp") or 1)
+    if tp == 1:
+        return []
+    return [f"ModelConfig[0].worldSize={tp}", f"BackendConfig.npuDeviceIds={[list(range(tp))]}"]
+
+
 def find_mindie_llm(options: DeployOptions) -> MindieLLM | None:
     """A 3.0 install named by --mindie-python, or by --mindie-home pointing at a venv / the mindie_llm folder."""
     from mindie_pack.env.mindie_llm import discover_mindie_llm, python_of
@@ -88,7 +99,7 @@ def plan_mindie_llm(options: DeployOptions) -> DeployPlan | None:
     root = ascend_root_for(llm)
     inst = discover(ascend_root=root)
     model_checks(model, inst, version, installed_types_in(llm.atb_llm_dir))
-    sets = [f"ModelConfig[0].backendType={model.profile}", *options.sets]
+    sets = [f"ModelConfig[0].backendType={model.profile}", *world_size_sets(options, model), *options.sets]
     if options.port is not None:
         sets += [f"ServerConfig.port={options.port}", f"ServerConfig.managementPort={options.port + 1}",
                  f"ServerConfig.metricsPort={options.port + 2}"]

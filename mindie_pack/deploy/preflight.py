@@ -78,7 +78,13 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     """Preflight: everything that can be refused is refused here, before anything starts."""
     from mindie_pack.builder.deployable import read_deployable
     from mindie_pack.config import render_config
-    from mindie_pack.deploy.installed import HF_PROFILES, atb_tree_environment, check_atb_tree_model, plan_mindie_llm
+    from mindie_pack.deploy.installed import (
+        HF_PROFILES,
+        atb_tree_environment,
+        check_atb_tree_model,
+        plan_mindie_llm,
+        world_size_sets,
+    )
     from mindie_pack.env import daemon_environment, discover
 
     llm_plan = plan_mindie_llm(options)  # MindIE >= 3.0 in a Python environment
@@ -94,7 +100,7 @@ def plan_deploy(options: DeployOptions) -> DeployPlan:
     sets = list(options.sets)
     if model.profile in HF_PROFILES:
         check_atb_tree_model(model, inst, version)
-        sets.insert(0, f"ModelConfig[0].backendType={model.profile}")
+        sets[:0] = [f"ModelConfig[0].backendType={model.profile}", *world_size_sets(options, model)]
     if options.port is not None:
         sets += [f"ServerConfig.port={options.port}", f"ServerConfig.managementPort={options.port + 1}",
                  f"ServerConfig.metricsPort={options.port + 2}"]
