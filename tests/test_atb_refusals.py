@@ -139,3 +139,19 @@ def test_wrong_permissions_are_refused_with_the_chmod(atb_dir: Path, tmp_path: P
     os.chmod(model, 0o777)
     line = one_line_error(deploy(cli, model, *where))
     assert "mode 777 is wider than 750" in line and "chmod 750" in line
+
+
+def test_torch_profile_needs_30_and_tp_reaches_the_config(hf_bf16: Path, tmp_path: Path, cli: Cli) -> None:
+    model = tmp_path / "torch"
+    assert cli("build", "--model", hf_bf16, "-o", model, "--profile", "torch", "--tp", "2").exit_code == 0
+    emu23 = install_emulator(tmp_path / "a23", mindie_version="2.3.0", backend="atb")
+    line = one_line_error(deploy(cli, model, "--mindie-home", emu23.mindie_service))
+    assert "--profile torch" in line and "--profile atb" in line
+    emu30 = install_emulator(tmp_path / "a30", mindie_version="3.0.0", backend="torch")
+    planned = cli("deploy", "--model-dir", model, "--mindie-python", emu30.mindie_service / "bin" / "python",
+                  "--port", "47320", "--dry-run", "--json")
+    assert planned.exit_code == 0, planned.stderr
+    assert "mindie_llm_server" in json.loads(planned.stdout)["host_command"]
+    # --tp 3 does not split the tiny model's 4 heads: refused at build, naming the field
+    line = one_line_error(cli("build", "--model", hf_bf16, "-o", tmp_path / "tp3", "--profile", "atb", "--tp", "3"))
+    assert "--tp 3" in line and "num_attention_heads" in line

@@ -60,12 +60,33 @@ def backend_problem(config: dict[str, Any], version: str) -> str | None:
     return None
 
 
-def render_config_30(spec: Spec | None, *, model_dir: Path, version: str, sets: Sequence[str]) -> dict[str, Any]:
-    """Render as 2.3.0 (validated by the 2.x rules), then apply the 3.0 differences and the 3.0 backend rule."""
+def render_config_30(spec: Spec | None, *, model_dir: Path, version: str, sets: Sequence[str],
+                     backend: str = "atb") -> dict[str, Any]:
+    """Render as 2.3.0 (validated by the 2.x rules, with backendType atb), then apply the 3.0 differences and set
+    the backend: 3.0's check accepts atb, ms and torch (model_deploy_config.cpp:456 @8b4871ad), its engine only
+    atb and torch."""
     from mindie_pack.config import render_config
 
-    config = to_3_0_layout(render_config(spec, model_dir=model_dir, mindie_version=RENDER_AS, sets=sets))
+    config = to_3_0_layout(render_config(spec, model_dir=model_dir, mindie_version=RENDER_AS,
+                                         sets=["ModelConfig[0].backendType=atb", *sets]))
+    config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["backendType"] = backend
     problem = backend_problem(config, version)
     if problem:
         raise PackError(problem)
     return config
+
+
+def accepted_by_30(problems: list[Any], path: Path) -> list[Any]:
+    """The 2.x schema's backendType enum (atb, ms) minus what 3.0's check also accepts (torch:
+    model_deploy_config.cpp:456 @8b4871ad); for the emulator's 3.0 mode until the config package has 3.0 rules."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+        models = data["BackendConfig"]["ModelDeployConfig"]["ModelConfig"]
+        assert isinstance(models, list)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return problems  # reported by the file checks already
+    torch_paths = {f"BackendConfig.ModelDeployConfig.ModelConfig[{i}].backendType" for i, m in enumerate(models)
+                   if isinstance(m, dict) and m.get("backendType") == "torch"}
+    return [p for p in problems if getattr(p, "path", None) not in torch_paths]

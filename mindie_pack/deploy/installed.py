@@ -99,11 +99,11 @@ def plan_mindie_llm(options: DeployOptions) -> DeployPlan | None:
     root = ascend_root_for(llm)
     inst = discover(ascend_root=root)
     model_checks(model, inst, version, installed_types_in(llm.atb_llm_dir))
-    sets = [f"ModelConfig[0].backendType={model.profile}", *world_size_sets(options, model), *options.sets]
+    sets = [*world_size_sets(options, model), *options.sets]
     if options.port is not None:
         sets += [f"ServerConfig.port={options.port}", f"ServerConfig.managementPort={options.port + 1}",
                  f"ServerConfig.metricsPort={options.port + 2}"]
-    config = render_config_30(options.spec, model_dir=model.path, version=version, sets=sets)
+    config = render_config_30(options.spec, model_dir=model.path, version=version, sets=sets, backend=model.profile)
     endpoints = Endpoints.from_config(config)
     world = int(config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["worldSize"])
     refuse_blocking(options, config, inst, world)
