@@ -32,7 +32,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 @dataclass(frozen=True)
 class TinyModelSpec:
-    family: str = "qwen2"  # llama | qwen2 | baichuan2
+    family: str = "qwen2"  # llama | qwen2 | qwen3 | baichuan2
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -46,6 +46,12 @@ class TinyModelSpec:
     shards: int = 1  # >1: model-XXXXX-of-YYYYY.safetensors + index
     weight_format: str = "safetensors"  # safetensors | bin
     seed: int = 0
+    head_dim: int | None = None  # qwen3 only: may differ from hidden_size / num_heads (None: that quotient)
+    config_overrides: dict[str, Any] | None = None  # merged into config.json last (e.g. a distill's fields)
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
 
 
 def write_tokenizer(out: Path, vocab_size: int) -> None:
@@ -141,12 +147,50 @@ def hf_config(spec: TinyModelSpec, eos: int, pad: int) -> dict[str, Any]:
                                "AutoModelForCausalLM": "modeling_baichuan.BaichuanForCausalLM"}}
         config.pop("tie_word_embeddings")
         return config
+    if spec.family == "qwen3":
+        return _qwen3_config(spec, common).to_dict()
     raise ValueError(f"unknown family {spec.family!r}")
+
+
+def _qwen3_config(spec: TinyModelSpec, common: dict[str, Any]) -> Any:
+    """transformers' own Qwen3Config, so that config.json has exactly the keys (and spelling) it writes."""
+    from transformers import Qwen3Config
+
+    fields = {k: v for k, v in common.items() if k != "torch_dtype"}
+    return Qwen3Config(**fields, num_key_value_heads=spec.num_kv_heads, head_dim=spec.resolved_head_dim,
+                       max_position_embeddings=spec.max_position_embeddings, attention_bias=False,
+                       rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, use_sliding_window=False,
+                       dtype=spec.dtype)
+
+
+def _write_qwen3(out: Path, spec: TinyModelSpec, config: dict[str, Any], tensors: dict[str, RawTensor]) -> None:
+    """Qwen3 through transformers: Qwen3ForCausalLM loads our random tensors and save_pretrained writes the folder
+    (config.json, model.safetensors; tied models without lm_head.weight) as a transformers release would."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec.dtype]
+    model = Qwen3ForCausalLM(Qwen3Config.from_dict(config)).to(torch_dtype).eval()
+    state = {name: _to_torch(t) for name, t in tensors.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if not (spec.tie_word_embeddings and m == "lm_head.weight")]:
+        raise ValueError(f"Qwen3 tiny model: missing {missing}, unexpected {unexpected}")
+    model.save_pretrained(out, safe_serialization=True)
+
+
+def _to_torch(tensor: RawTensor) -> Any:
+    import torch
+
+    if tensor.dtype is DType.BFLOAT16:
+        return torch.from_numpy(tensor.array.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(tensor.array.copy())
 
 
 def hf_tensor_shapes(spec: TinyModelSpec) -> dict[str, tuple[int, ...]]:
     h, f, v = spec.hidden_size, spec.intermediate_size, spec.vocab_size
-    hd = h // spec.num_heads
+    hd = spec.resolved_head_dim
     q, kv = spec.num_heads * hd, spec.num_kv_heads * hd
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h)}
     for i in range(spec.num_layers):
@@ -161,6 +205,9 @@ def hf_tensor_shapes(spec: TinyModelSpec) -> dict[str, tuple[int, ...]]:
                 shapes[f"{p}.self_attn.q_proj.bias"] = (q,)
                 shapes[f"{p}.self_attn.k_proj.bias"] = (kv,)
                 shapes[f"{p}.self_attn.v_proj.bias"] = (kv,)
+            if spec.family == "qwen3":
+                shapes[f"{p}.self_attn.q_norm.weight"] = (hd,)
+                shapes[f"{p}.self_attn.k_norm.weight"] = (hd,)
         shapes[f"{p}.self_attn.o_proj.weight"] = (h, q)
         shapes[f"{p}.mlp.gate_proj.weight"] = (f, h)
         shapes[f"{p}.mlp.up_proj.weight"] = (f, h)
@@ -201,13 +248,7 @@ def write_safetensors(path: Path, tensors: dict[str, RawTensor]) -> None:
 def _write_bin(path: Path, tensors: dict[str, RawTensor]) -> None:
     import torch
 
-    state = {}
-    for name, t in tensors.items():
-        if t.dtype is DType.BFLOAT16:
-            state[name] = torch.from_numpy(t.array.view(np.int16).copy()).view(torch.bfloat16)
-        else:
-            state[name] = torch.from_numpy(t.array.copy())
-    torch.save(state, path)
+    torch.save({name: _to_torch(t) for name, t in tensors.items()}, path)
 
 
 def write_weights(out: Path, spec: TinyModelSpec, tensors: dict[str, RawTensor]) -> None:
@@ -244,8 +285,14 @@ def make_tiny_model(out: Path, spec: TinyModelSpec | None = None) -> Path:
         bos, eos_ids = pad, [eos, pad]
     config = hf_config(spec, eos, pad)
     config["bos_token_id"] = bos
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    config.update(spec.config_overrides or {})
+    if spec.family == "qwen3":
+        if spec.shards != 1 or spec.weight_format != "safetensors":
+            raise ValueError("qwen3 tiny models are written by transformers' save_pretrained: one safetensors file")
+        _write_qwen3(out, spec, config, random_weights(spec))
+    else:
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+        write_weights(out, spec, random_weights(spec))
     (out / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": bos, "eos_token_id": eos_ids, "pad_token_id": pad, "do_sample": False}, indent=2))
-    write_weights(out, spec, random_weights(spec))
     return out

@@ -27,9 +27,12 @@ TOKENS = 8
 
 
 @pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def hf_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     # bfloat16 weights: what atb loads as is; transformers computes from exactly these values in float32.
-    return make_tiny_model(tmp_path_factory.mktemp("atb") / "hf", TinyModelSpec(family="qwen2", dtype="bfloat16"))
+    # Qwen3 with an explicit head_dim unlike hidden_size / num_heads, as the real checkpoints have.
+    root = tmp_path_factory.mktemp("atb")
+    return {"qwen2": make_tiny_model(root / "qwen2", TinyModelSpec(family="qwen2", dtype="bfloat16")),
+            "qwen3": make_tiny_model(root / "qwen3", TinyModelSpec(family="qwen3", dtype="bfloat16", head_dim=24))}
 
 
 @pytest.fixture(autouse=True)
@@ -56,10 +59,12 @@ def transformers_text(hf_dir: Path) -> str:
     return str(tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True))
 
 
-@pytest.mark.parametrize(("mindie_version", "profile"), [("2.3.0", "mf-ckpt"), ("2.3.0", "atb"), ("3.0.0", "atb")],
-                         ids=["2.3-ms", "2.3-atb", "3.0-atb"])
-def test_build_config_deploy_smoke_stop(mindie_version: str, profile: str, hf_dir: Path, tmp_path: Path,
-                                        cli: Cli) -> None:
+@pytest.mark.parametrize(("mindie_version", "profile", "family"), [
+    ("2.3.0", "mf-ckpt", "qwen2"), ("2.3.0", "atb", "qwen2"), ("3.0.0", "atb", "qwen2"), ("3.0.0", "atb", "qwen3")],
+    ids=["2.3-ms", "2.3-atb", "3.0-atb", "3.0-atb-qwen3"])
+def test_build_config_deploy_smoke_stop(mindie_version: str, profile: str, family: str, hf_dirs: dict[str, Path],
+                                        tmp_path: Path, cli: Cli) -> None:
+    hf_dir = hf_dirs[family]
     backend = "ms" if profile.startswith("mf") else "atb"
     installed = install_emulator(tmp_path / "Ascend", mindie_version=mindie_version, backend=backend)
     is_30 = mindie_version.startswith("3")

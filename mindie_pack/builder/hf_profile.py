@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from mindie_pack.builder.atb_models import SHIPPED_LISTS, atb_name, check_model_type, shipped_release
 from mindie_pack.builder.hf_model import HFModel, load_hf_model, read_json
 from mindie_pack.builder.manifest import build_manifest, hash_in_background, read_manifest, write_manifest
-from mindie_pack.builder.model_dir import BuiltModelDir
 from mindie_pack.builder.staging import FILE_MODE, StagedDirectory
 from mindie_pack.builder.tokenizer import TOKENIZER_FILES
 from mindie_pack.errors import PackError
@@ -265,26 +264,6 @@ def is_hf_layout(model_dir: Path) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return profile in HF_PROFILES
-
-
-@dataclass(frozen=True)
-class HFLayoutDir(BuiltModelDir):
-    """A built atb/torch directory seen through BuiltModelDir: the HF tensors are read by their HF names, as for
-    mf-safetensors (tp 1: the CPU runtime runs the whole model), from the directory itself."""
-
-    @property
-    def weights_dir(self) -> Path:
-        return self.path
-
-
-def open_hf_layout(model_dir: Path) -> HFLayoutDir:
-    """Minimal adapter so the CPU runtime (and `verify --run`) run an atb/torch directory."""
-    model_dir = Path(model_dir)
-    model = load_hf_model(model_dir)
-    dtype = DType.from_name(str(model.dims.torch_dtype or "bfloat16"))
-    plan = model.family.plan_tp(model.dims, 1, None)
-    specs = model.family.tensor_specs(model.dims, plan, dtype)
-    return HFLayoutDir(model_dir, model_dir / "config.json", {}, model, "mf-safetensors", 1, dtype, plan, specs)
 
 
 def verify_hf_dir(model_dir: Path, reference: Path | None, report: VerifyReport) -> VerifyReport:

@@ -1,4 +1,4 @@
-"""CLI commands of the runtime stage: `run` (generate from a built model directory on CPU)."""
+"""CLI commands of the runtime stage: `run` (generate on CPU from a built model directory or an HF folder)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from mindie_pack.runtime.api import GenerationParams
 
 
 def run(
-    model_dir: Path = typer.Argument(..., help="A model directory written by `mindie-pack build`."),
+    model_dir: Path = typer.Argument(..., help="A model directory written by `mindie-pack build`, or a Hugging "
+                                     "Face folder (config.json + *.safetensors, as atb/torch serve it)."),
     prompt: str = typer.Argument(..., help="Prompt text."),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", "-n", min=1),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
@@ -23,11 +24,13 @@ def run(
     stop: list[str] = typer.Option([], "--stop", help="Stop string (repeatable)."),
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the model's chat template."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of streaming text."),
+    tp: int | None = typer.Option(None, "--tp", min=1,
+                                  help="Tensor-parallel ranks for an HF folder (a built directory has its own)."),
 ) -> None:
-    """Generate text from a built model directory with the MindSpore CPU runtime."""
-    from mindie_pack.runtime import load_runtime  # imports MindSpore: only when this command runs
+    """Generate text on CPU (tensor-parallel ranks computed in turn) from a built directory or an HF folder."""
+    from mindie_pack.runtime import open_model  # imports numpy and the weight readers: only when this command runs
 
-    runtime = load_runtime(model_dir)
+    runtime = open_model(model_dir, tp=tp)
     text = runtime.apply_chat_template([{"role": "user", "content": prompt}]) if chat else prompt
     params = GenerationParams(
         max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature or 1.0, top_k=top_k,

@@ -9,8 +9,9 @@ from mindie_pack.models.baichuan2 import Baichuan2Family
 from mindie_pack.models.base import ModelDims, ModelFamily, TensorSpec, TokenizerChoice, TpPlan
 from mindie_pack.models.llama import LlamaFamily
 from mindie_pack.models.qwen2 import Qwen2Family
+from mindie_pack.models.qwen3 import Qwen3Family
 
-FAMILIES: tuple[ModelFamily, ...] = (LlamaFamily(), Qwen2Family(), Baichuan2Family())
+FAMILIES: tuple[ModelFamily, ...] = (LlamaFamily(), Qwen2Family(), Qwen3Family(), Baichuan2Family())
 
 
 def detect_family(config: dict[str, Any], origin: str = "config.json") -> ModelFamily:

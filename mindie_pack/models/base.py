@@ -32,10 +32,11 @@ class ModelDims:
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
     torch_dtype: str | None = None
+    explicit_head_dim: int | None = None  # config.json `head_dim` where the family lets it differ (Qwen3)
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.explicit_head_dim or self.hidden_size // self.num_heads
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,22 @@ def _config_int(config: dict[str, Any], key: str, *alternatives: str) -> int:
     raise PackError(f"config.json: missing field {key!r}")
 
 
+def rope_theta(config: dict[str, Any]) -> float:
+    """`rope_theta`, or `rope_parameters.rope_theta` in folders saved by transformers >= 5."""
+    parameters = config.get("rope_parameters") or {}
+    return float(config.get("rope_theta") or parameters.get("rope_theta") or 10000.0)
+
+
+def rope_scaling(config: dict[str, Any]) -> dict[str, Any] | None:
+    """`rope_scaling`, or the scaling part of transformers >= 5's `rope_parameters` (None for plain RoPE)."""
+    if config.get("rope_scaling"):
+        return config["rope_scaling"]
+    parameters = config.get("rope_parameters") or {}
+    if parameters.get("rope_type", "default") == "default":
+        return None
+    return {k: v for k, v in parameters.items() if k != "rope_theta"}
+
+
 class ModelFamily:
     """Base of the family modules. Subclasses set the class attributes and override what differs."""
 
@@ -100,6 +117,8 @@ class ModelFamily:
     model_types: ClassVar[tuple[str, ...]]
     description: ClassVar[str]
     default_vocab_emb_dp: ClassVar[bool] = True
+    # False: no MindFormers legacy network (served by MindIE's atb/torch backends from the HF folder only).
+    ms_backend: ClassVar[bool] = True
     # HF tensors that exist in some checkpoints but have no MindFormers counterpart.
     ignored_source_suffixes: ClassVar[tuple[str, ...]] = ("rotary_emb.inv_freq",)
 
@@ -112,10 +131,7 @@ class ModelFamily:
     def dims(self, config: dict[str, Any]) -> ModelDims:
         num_heads = _config_int(config, "num_attention_heads")
         hidden = _config_int(config, "hidden_size")
-        if hidden % num_heads:
-            raise PackError(
-                f"config.json: hidden_size {hidden} is not a multiple of num_attention_heads {num_heads}"
-            )
+        head_dim = self.explicit_head_dim(config, hidden, num_heads)
         return ModelDims(
             hidden_size=hidden,
             num_layers=_config_int(config, "num_hidden_layers"),
@@ -125,15 +141,24 @@ class ModelFamily:
             vocab_size=_config_int(config, "vocab_size"),
             max_position_embeddings=_config_int(config, "max_position_embeddings", "model_max_length"),
             rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(config.get("rope_theta", 10000.0)),
+            rope_theta=rope_theta(config),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
             qkv_bias=self.has_qkv_bias(config),
-            rope_scaling=config.get("rope_scaling"),
+            rope_scaling=rope_scaling(config),
             bos_token_id=config.get("bos_token_id"),
             eos_token_id=config.get("eos_token_id"),
             pad_token_id=config.get("pad_token_id"),
             torch_dtype=config.get("torch_dtype") or config.get("dtype"),
+            explicit_head_dim=head_dim,
         )
+
+    def explicit_head_dim(self, config: dict[str, Any], hidden: int, num_heads: int) -> int | None:
+        """None: head_dim is hidden_size / num_attention_heads (the MindFormers legacy networks' rule)."""
+        if hidden % num_heads:
+            raise PackError(
+                f"config.json: hidden_size {hidden} is not a multiple of num_attention_heads {num_heads}"
+            )
+        return None
 
     def has_qkv_bias(self, config: dict[str, Any]) -> bool:
         return bool(config.get("attention_bias", False))

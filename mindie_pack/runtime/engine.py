@@ -1,4 +1,5 @@
-"""`load_runtime(model_dir)`: the CPU reference runtime over a built model directory (implements api.Runtime)."""
+"""`open_model(path)` (alias `load_runtime`): the CPU reference runtime over a model directory built for the ms
+backend or a Hugging Face folder (atb/torch); implements api.Runtime."""
 
 from __future__ import annotations
 
@@ -8,20 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mindie_pack.builder.model_dir import open_model_dir
 from mindie_pack.errors import PackError
 from mindie_pack.runtime.api import GenerationParams, GenerationResult, TokenCallback
-from mindie_pack.runtime.context import configure_cpu
-from mindie_pack.runtime.model import DecoderModel, KVCache
+from mindie_pack.runtime.model import DecoderModel
 from mindie_pack.runtime.sampling import next_token
 from mindie_pack.runtime.tokenizer import TextTokenizer, eos_token_ids
-from mindie_pack.runtime.weights import load_full_weights
+from mindie_pack.runtime.weights import ModelSource, load_rank_weights, open_source
 
-SUPPORTED_PROFILES = ("mf-ckpt", "mf-safetensors", "llm-boost")
+SUPPORTED_PROFILES = ("mf-ckpt", "mf-safetensors", "llm-boost", "hf")
 
 
 class CpuRuntime:
-    """Generates with MindSpore on CPU. One generation at a time (a lock serialises callers' threads)."""
+    """Generates on CPU (numpy, tensor-parallel ranks computed in turn). One generation at a time (a lock
+    serialises callers' threads)."""
 
     def __init__(self, model_dir: Path, model: DecoderModel, tokenizer: TextTokenizer,
                  eos_ids: tuple[int, ...]) -> None:
@@ -43,7 +43,7 @@ class CpuRuntime:
     def prompt_logits(self, prompt: list[int]) -> np.ndarray:
         """Logits for every position of the prompt (one prefill)."""
         with self._lock:
-            return self.model.forward(prompt, KVCache.empty(len(self.model.layers)))
+            return self.model.forward(prompt, self.model.new_cache())
 
     def generate(self, prompts: list[list[int]], params: GenerationParams,
                  on_token: TokenCallback | None = None) -> list[GenerationResult]:
@@ -57,8 +57,8 @@ class CpuRuntime:
             raise PackError("generate: empty prompt (no tokens)")
         result = GenerationResult(prompt_token_ids=list(prompt))
         rng = np.random.default_rng(params.seed)
-        cache = KVCache.empty(len(self.model.layers))
-        logits = self.model.forward(prompt, cache)[-1]
+        cache = self.model.new_cache()
+        logits = self.model.forward(prompt, cache, last_only=True)[-1]
         emitted = ""
         for step in range(params.max_new_tokens):
             token = next_token(logits, prompt + result.token_ids, params, rng)
@@ -81,7 +81,7 @@ class CpuRuntime:
                 result.finish_reason = "stop"
                 break
             if not final:
-                logits = self.model.forward([token], cache)[-1]
+                logits = self.model.forward([token], cache, last_only=True)[-1]
         result.text = _final_text(self.tokenizer, result, params)
         return result
 
@@ -98,17 +98,48 @@ def _final_text(tokenizer: TextTokenizer, result: GenerationResult, params: Gene
     return text[:stop_at] if stop_at is not None else text
 
 
-def load_runtime(model_dir: Path) -> CpuRuntime:
-    """Load a directory written by `mindie-pack build` (profiles mf-ckpt, mf-safetensors, llm-boost)."""
-    configure_cpu()
-    from mindie_pack.builder.hf_profile import is_hf_layout, open_hf_layout
+def open_model(path: Path, tp: int | None = None) -> CpuRuntime:
+    """Open a model for generation on CPU.
 
-    # atb/torch directories are HF folders: a minimal adapter until the runtime reads them itself.
-    built = open_hf_layout(Path(model_dir)) if is_hf_layout(Path(model_dir)) else open_model_dir(Path(model_dir))
-    family = built.model.family
-    if family.name == "baichuan2" and family.is_alibi(built.model.dims):  # type: ignore[attr-defined]
-        raise PackError(f"{built.yaml_path}: Baichuan2-13B (ALiBi attention) is not supported by the CPU runtime")
-    weights = load_full_weights(built)
-    model = DecoderModel.from_weights(built.model.dims, weights, norm_head=family.name == "baichuan2")
-    tokenizer = TextTokenizer(built.path)
-    return CpuRuntime(built.path, model, tokenizer, eos_token_ids(built.path, tokenizer))
+    `path` is either a directory written by `mindie-pack build` for the ms backend (one .yaml; profiles mf-ckpt,
+    llm-boost, mf-safetensors; tp comes from its yaml and each rank computes with its own rank file), or a
+    Hugging Face folder (config.json + *.safetensors, as the atb/torch backends serve it), run with `tp` ranks
+    (default 1) that split its tensors as MindIE's parallel layers do.
+    """
+    source = open_source(Path(path), tp)
+    return _runtime(source)
+
+
+def load_runtime(model_dir: Path) -> CpuRuntime:
+    """The entry point of verify --run, `run` and the emulator: `open_model` with the directory's own tp."""
+    return open_model(model_dir)
+
+
+def _runtime(source: ModelSource) -> CpuRuntime:
+    family, dims = source.model.family, source.model.dims
+    if family.name == "baichuan2" and family.is_alibi(dims):  # type: ignore[attr-defined]
+        raise PackError(f"{source.path / source.origin}: Baichuan2-13B (ALiBi attention) is not supported by the "
+                        "CPU runtime")
+    _check_memory(source)
+    model = DecoderModel.from_rank_weights(dims, load_rank_weights(source), norm_head=family.name == "baichuan2",
+                                           vocab_split=source.plan.embedding_split,
+                                           head_split=source.plan.lm_head_split)
+    tokenizer = TextTokenizer(source.path)
+    return CpuRuntime(source.path, model, tokenizer, eos_token_ids(source.path, tokenizer))
+
+
+def _check_memory(source: ModelSource) -> None:
+    """Refuse a model whose float32 weights cannot fit, instead of being killed half-way by the OOM killer."""
+    import psutil
+
+    weights = sum(int(np.prod(spec.shape)) for spec in source.specs) * 4
+    need = 2 * weights  # the shards as read, and their fused (in, out) copies while the ranks are assembled
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise PackError(f"{source.path}: the CPU runtime needs about {_size(need)} for this model's float32 "
+                        f"weights, {_size(available)} is available (it runs small rehearsal models; use a tiny "
+                        "model of the same family to rehearse)")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"

@@ -83,8 +83,12 @@ class NumpyReference:
         for i in range(d.num_layers):
             p = f"model.layers.{i}."
             h = self._norm(x, s[p + "input_layernorm.weight"])
-            q = rope(proj(h, p + "self_attn.q_proj").reshape(n, d.num_heads, hd).transpose(1, 0, 2))
-            k = rope(proj(h, p + "self_attn.k_proj").reshape(n, d.num_kv_heads, hd).transpose(1, 0, 2))
+            q = proj(h, p + "self_attn.q_proj").reshape(n, d.num_heads, hd)
+            k = proj(h, p + "self_attn.k_proj").reshape(n, d.num_kv_heads, hd)
+            if p + "self_attn.q_norm.weight" in s:  # Qwen3: RMS norm of each head before RoPE
+                q = self._norm(q, s[p + "self_attn.q_norm.weight"])
+                k = self._norm(k, s[p + "self_attn.k_norm.weight"])
+            q, k = rope(q.transpose(1, 0, 2)), rope(k.transpose(1, 0, 2))
             v = proj(h, p + "self_attn.v_proj").reshape(n, d.num_kv_heads, hd).transpose(1, 0, 2)
             groups = d.num_heads // d.num_kv_heads
             k, v = np.repeat(k, groups, axis=0), np.repeat(v, groups, axis=0)
@@ -133,10 +137,11 @@ class TransformersReference:
         with self._torch.no_grad():
             return self.model(self._torch.tensor([token_ids])).logits[0].float().numpy()
 
-    def greedy(self, token_ids: list[int], new_tokens: int) -> list[int]:
+    def greedy(self, token_ids: list[int], new_tokens: int, repetition_penalty: float = 1.0) -> list[int]:
         from transformers import GenerationConfig
 
-        config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
+        config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0,
+                                  repetition_penalty=repetition_penalty)
         # generate() merges in the model's own generation_config, whose eos would end the continuation early.
         self.model.generation_config.eos_token_id = None
         with self._torch.no_grad():
