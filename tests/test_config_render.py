@@ -190,3 +190,75 @@ def test_diff_and_explain_cli(model_dir: Path, tmp_path: Path, cli: Callable[...
     assert explained.exit_code == 0
     assert "npuMemSize: NPU KV-cache size in GB" in explained.stdout
     assert cli("config", "explain", "noSuchField").exit_code == 2
+
+
+# ---- MindIE 3.0 and the atb/torch backends (issue 12 item 3) ----
+
+def _hf_dir(root: Path, profile: str | None) -> Path:
+    """A model directory as the atb profile leaves it: HF files, and a manifest naming the profile."""
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"model_type": "qwen2", "torch_dtype": "bfloat16"}))
+    (root / "model.safetensors").write_bytes(b"\0" * 16)
+    if profile:
+        (root / "manifest.json").write_text(json.dumps({"options": {"profile": profile, "name": "tiny-qwen"}}))
+    os.chmod(root, 0o750)
+    return root
+
+
+def test_render_3_0_layout_with_its_own_rules(tmp_path: Path) -> None:
+    model = _hf_dir(tmp_path / "m", "atb")
+    config = render_config(None, model_dir=model, mindie_version="3.0.0")
+    server = config["ServerConfig"]
+    assert server["HealthCheckConfig"] == {"npuUsageThreshold": 0}
+    for removed in ("tlsPkPwd", "kmcKsfMaster", "kmcKsfStandby", "managementTlsPkPwd", "metricsTlsPkPwd"):
+        assert removed not in server
+    assert "interNodeTlsPkPwd" not in config["BackendConfig"]
+    model_config = config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]
+    assert (model_config["backendType"], model_config["modelName"]) == ("atb", "tiny-qwen")
+    assert config["BackendConfig"]["ModelDeployConfig"]["truncation"] == 0  # as 3.0.0 ships it
+    assert [str(p) for p in validate_config(config, version="3.0.0")] == []
+    # the keys match the v3.0.0 shipped config's (bar its layerwise-disaggregation samples)
+    shipped = json.loads((Path(__file__).parent / "fixtures/config/published/mindie-llm-3.0.0-shipped-config.json")
+                         .read_text())
+    assert set(server) == {k for k in shipped["ServerConfig"] if not k.startswith("layerwise")}
+
+
+def test_backend_comes_from_the_flag_then_the_profile_then_the_release(tmp_path: Path, model_dir: Path) -> None:
+    def backend(**kw: object) -> str:
+        config = render_config(None, **kw)  # type: ignore[arg-type]
+        return str(config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["backendType"])
+
+    atb = _hf_dir(tmp_path / "atb", "atb")
+    plain = _hf_dir(tmp_path / "plain", None)
+    assert backend(model_dir=atb, mindie_version="2.3.0") == "atb"  # the build profile says atb
+    assert backend(model_dir=plain, mindie_version="2.3.0") == "atb"  # a plain HF folder is not an ms directory
+    assert backend(model_dir=model_dir, mindie_version="2.3.0") == "ms"
+    assert backend(model_dir=plain, mindie_version="3.0.0", backend="torch") == "torch"
+    with pytest.raises(PackError, match="torch came with MindIE 3.0.0"):
+        render_config(None, model_dir=plain, mindie_version="2.3.0", backend="torch")
+    with pytest.raises(PackError, match=r'backendType "ms" \(--backend\): MindIE 3.0.0 has no MindSpore backend'):
+        render_config(None, model_dir=model_dir, mindie_version="3.0.0", backend="ms")
+
+
+def test_set_refuses_an_empty_or_misspelt_key(model_dir: Path) -> None:
+    with pytest.raises(PackError, match="the key before '=' is empty"):
+        render_config(None, model_dir=model_dir, sets=["=5"])
+    with pytest.raises(PackError, match="'maxBachSize' is not a field MindIE reads here; did you mean 'maxBatchSize'"):
+        render_config(None, model_dir=model_dir, sets=["ScheduleConfig.maxBachSize=5"])
+    with pytest.raises(PackError, match=r"no such field in the rendered config \(at 'ServerConfg'; did you mean "
+                                        "'ServerConfig'"):
+        render_config(None, model_dir=model_dir, sets=["ServerConfg.port=2000"])
+    config = render_config(None, model_dir=model_dir, mindie_version="2.3.0",
+                           sets=["ScheduleConfig.maxNumPartialPrefills=4"])  # known to 2.3.0, absent from the template
+    assert config["BackendConfig"]["ScheduleConfig"]["maxNumPartialPrefills"] == 4
+
+
+def test_render_cli_backend_and_set_errors(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    model = _hf_dir(tmp_path / "m", None)
+    ok = cli("config", "render", "-o", tmp_path / "out" / "config.json", "--model-dir", model, "--mindie-version",
+             "3.0.0", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert json.loads(ok.stdout)["backendType"] == "atb"
+    bad = cli("config", "render", "-o", tmp_path / "out2" / "config.json", "--model-dir", model, "--set", "=5")
+    assert bad.exit_code == 2 and "Traceback" not in bad.stderr
+    assert not (tmp_path / "out2").exists()

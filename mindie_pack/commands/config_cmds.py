@@ -10,11 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mindie_pack.config import line_for, plan_capacity, render_config, validate_config_file, write_config
-from mindie_pack.config.problems import Problem
+from mindie_pack.config import line_for, plan_capacity, render_config, write_config
+from mindie_pack.config.compulsory import COMPULSORY
+from mindie_pack.config.detect import installed_version
+from mindie_pack.config.problems import Problem, unique
+from mindie_pack.config.releases import release_for
 from mindie_pack.config.schema import field_schema
-from mindie_pack.config.validate import load_config_file
-from mindie_pack.config.versions import DEFAULT_MINDIE_VERSION, detect_version
+from mindie_pack.config.validate import load_config_file, validate_report
+from mindie_pack.config.versions import DEFAULT_MINDIE_VERSION
 from mindie_pack.config.write import diff_lines
 from mindie_pack.errors import PackError
 from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec
@@ -29,7 +32,9 @@ def render(
     spec_path: Path | None = typer.Option(None, "--spec", help=f"Deployment spec (default ./{DEFAULT_SPEC_NAME} "
                                           "when present)."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="Built model directory (modelWeightPath)."),
-    mindie_version: str | None = typer.Option(None, "--mindie-version", help="e.g. 1.0.RC3, 2.0.RC1, 2.3.0."),
+    mindie_version: str | None = typer.Option(None, "--mindie-version", help="e.g. 1.0.RC3, 2.0.RC1, 2.3.0, 3.0.0."),
+    backend: str | None = typer.Option(None, "--backend", help="backendType: ms, atb or torch (default: the model "
+                                       "directory's build profile, else ms up to 2.3 and atb on 3.0)."),
     sets: list[str] = typer.Option([], "--set", help="KEY=VALUE on the rendered JSON (repeatable)."),
     patch: Path | None = typer.Option(None, "--patch", help="JSON merge patch applied after rendering."),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
@@ -39,14 +44,17 @@ def render(
     patch_data = _read_patch(patch) if patch else None
     version = mindie_version or (spec.section("server").get("mindie_version") if spec else None) \
         or DEFAULT_MINDIE_VERSION
-    config = render_config(spec, model_dir=model_dir, mindie_version=version, sets=sets, patch=patch_data)
+    config = render_config(spec, model_dir=model_dir, mindie_version=version, sets=sets, patch=patch_data,
+                           backend=backend)
     result = write_config(config, output, version=version)
+    model = config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]
     summary = {"path": str(result.path), "backup": str(result.backup) if result.backup else None,
-               "diff": str(result.diff_path), "mindie_version": version, "line": line_for(version)}
+               "diff": str(result.diff_path), "mindie_version": version, "line": line_for(version),
+               "backendType": model["backendType"]}
     if as_json:
         typer.echo(json.dumps(summary))
         return
-    out.print(f"wrote {result.path} (MindIE {version}, mode 0640)")
+    out.print(f"wrote {result.path} (MindIE {version}, backendType {model['backendType']}, mode 0640)", markup=False)
     if result.backup:
         out.print(f"  previous file kept as {result.backup}")
     out.print(f"  changes versus the default config: {result.diff_path}")
@@ -67,31 +75,50 @@ def _read_patch(path: Path) -> dict[str, Any]:
 @config_app.command("validate")
 def validate(
     path: Path = typer.Argument(..., help="config.json to check."),
-    mindie_version: str | None = typer.Option(None, "--mindie-version", help="Default: detected from the file."),
+    mindie_version: str | None = typer.Option(None, "--mindie-version", help="Judge by this release's rules "
+                                              "(default: the install's version file, else the file's shape)."),
+    mindie_home: Path | None = typer.Option(None, "--mindie-home", help="MindIE install: its version file decides "
+                                            "the release."),
     install_dir: Path | None = typer.Option(None, "--install-dir", help="mindie-service folder (for TLS files)."),
     skip_model_dir: bool = typer.Option(False, "--skip-model-dir", help="Do not check modelWeightPath."),
     npu: str | None = typer.Option(None, "--npu", help="NPU type for the capacity check (default 910B)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Check a config.json as the daemon would: exit 0 valid (warnings allowed), 1 invalid."""
-    problems = validate_config_file(path, version=mindie_version, check_model_dir=not skip_model_dir,
-                                    install_dir=install_dir)
-    data, _ = load_config_file(path)
+    """Check a config.json as the daemon of its release would: exit 0 valid (warnings allowed), 1 invalid."""
+    if mindie_home is not None and not mindie_home.exists():
+        raise PackError(f"--mindie-home {mindie_home}: no such directory")
+    version_found, why = installed_version(mindie_home)
+    if mindie_home is not None and version_found is None:
+        raise PackError(f"--mindie-home {mindie_home}: no MindIE install with a version file found there")
+    report = validate_report(path, version=mindie_version, check_model_dir=not skip_model_dir,
+                             install_dir=install_dir, install_version=version_found, install_reason=why)
+    problems = list(report.problems)
+    if mindie_version and version_found and release_for(mindie_version) != release_for(version_found):
+        problems.insert(0, Problem("--mindie-version", f"{mindie_version} set aside: the install says {version_found} "
+                                   f"({why}), and its rules apply", "warning"))
+    data = report.data
     plan = _plan_from_config(data, npu) if isinstance(data, dict) and not skip_model_dir else None
     if plan is not None:
         problems += [Problem("capacity", m) for m in plan.errors]
         problems += [Problem("capacity", m, "warning") for m in plan.warnings]
+    problems = unique(problems)
     invalid = any(p.severity == "error" for p in problems)
-    line = mindie_version and line_for(mindie_version) or (detect_version(data) if isinstance(data, dict) else None)
+    judgement = report.judgement
+    rules = judgement.to_dict() if judgement else None
+    line = sorted({r.layout for r in judgement.releases})[0] if judgement else None
     if as_json:
-        typer.echo(json.dumps({"path": str(path), "valid": not invalid, "version_line": line,
+        typer.echo(json.dumps({"path": str(path), "valid": not invalid, "version_line": line, "rules": rules,
                                "problems": [p.to_dict() for p in problems],
                                "capacity": plan.to_dict() if plan else None}, indent=2))
     else:
         for problem in problems:
             prefix = "" if problem.severity == "error" else "warning: "
-            out.print(f"{prefix}{problem}")
-        out.print(f"{path}: {'INVALID' if invalid else 'valid'} (MindIE {line} layout)")
+            out.print(f"{prefix}{problem}", markup=False)
+        verdict = "INVALID" if invalid else "valid"
+        if judgement is None:
+            out.print(f"{path}: {verdict}", markup=False)
+        else:
+            out.print(f"{path}: {verdict} (MindIE {judgement.name} rules; {judgement.reason})", markup=False)
     if invalid:
         raise typer.Exit(1)
 
@@ -169,7 +196,7 @@ def diff(a: Path = typer.Argument(...), b: Path = typer.Argument(...)) -> None:
         data.append(loaded)
     lines = diff_lines(data[0], data[1])
     for line in lines:
-        out.print(line)
+        out.print(line, markup=False)
     if lines:
         raise typer.Exit(1)
 
@@ -177,17 +204,21 @@ def diff(a: Path = typer.Argument(...), b: Path = typer.Argument(...)) -> None:
 @config_app.command("explain")
 def explain(
     field_name: str = typer.Argument(..., metavar="FIELD", help="e.g. npuMemSize or ServerConfig.port."),
-    mindie_version: str = typer.Option("2.x", "--mindie-version"),
+    mindie_version: str = typer.Option("2.3.0", "--mindie-version", help="A release (1.0.RC3 ... 3.0.0) or a layout "
+                                       "(1.0, 2.x, 3.0)."),
 ) -> None:
     """What a config.json field means, its type, range and default."""
     node = field_schema(line_for(mindie_version), field_name)
     if node is None:
         raise PackError(f"{field_name}: no such field in the MindIE {line_for(mindie_version)} config")
-    out.print(f"[bold]{field_name}[/]: {node.get('description', '')}")
-    facts = [f"{k}: {json.dumps(node[k])}" for k in ("type", "enum", "minimum", "maximum", "pattern", "default")
-             if k in node]
+    out.print(f"{field_name}: {node.get('description', '')}", markup=False)
+    facts = [f"{k}: {json.dumps(node[k])}" for k in ("type", "enum", "minimum", "maximum", "pattern", "maxLength",
+                                                      "default") if k in node]
+    facts += [f"source: {node['$comment']}"] if node.get("$comment") else []
+    facts += [f"compulsory: from MindIE {row.since} ({row.source})" for row in COMPULSORY
+              if row.key == field_name.split(".")[-1] and line_for(mindie_version) in row.layouts]
     for fact in facts:
-        out.print(f"  {fact}")
+        out.print(f"  {fact}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,8 @@ import jinja2
 import yaml
 
 from mindie_pack.config.problems import errors
+from mindie_pack.config.releases import release_for
+from mindie_pack.config.rules import MS_ON_3
 from mindie_pack.config.versions import DEFAULT_MINDIE_VERSION, has_dynamic_timeout_section, line_for
 from mindie_pack.errors import PackError
 from mindie_pack.resources import template_dir
@@ -66,9 +68,32 @@ def default_config(version: str) -> dict[str, Any]:
     return render_template(version, {**SERVER_DEFAULTS, **SHIPPED_MODEL, "tls": TLS_DEFAULTS})
 
 
+BACKENDS = ("ms", "atb", "torch")
+# build profiles whose model directory a backend other than ms serves (the builder's --profile names)
+PROFILE_BACKEND = {"atb": "atb", "torch": "torch"}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _model_dir_facts(model_dir: Path) -> dict[str, Any]:
     yamls = sorted(model_dir.glob("*.yaml")) if model_dir.is_dir() else []
     facts: dict[str, Any] = {}
+    manifest = _read_json(model_dir / "manifest.json") if model_dir.is_dir() else {}
+    options = manifest.get("options") if isinstance(manifest.get("options"), dict) else {}
+    profile = options.get("profile")
+    if profile in PROFILE_BACKEND:
+        facts["backend"] = PROFILE_BACKEND[profile]
+        facts["backend_from"] = f"{model_dir / 'manifest.json'} (profile {profile})"
+        if isinstance(options.get("tp"), int):
+            facts["world_size"] = options["tp"]
+    elif not yamls and (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors")):
+        facts["plain_hf"] = True  # a Hugging Face folder: served by atb/torch, not by ms
     if len(yamls) == 1:
         doc = yaml.safe_load(yamls[0].read_text()) or {}
         facts["world_size"] = int((doc.get("parallel_config") or {}).get("model_parallel", 1))
@@ -78,13 +103,33 @@ def _model_dir_facts(model_dir: Path) -> dict[str, Any]:
         seq = ((doc.get("model") or {}).get("model_config") or {}).get("seq_length")
         if isinstance(seq, int):
             facts["seq_length"] = seq
-    manifest = model_dir / "manifest.json"
-    if "model_name" not in facts and manifest.is_file():
-        facts["model_name"] = json.loads(manifest.read_text()).get("options", {}).get("name")
+    if "model_name" not in facts and options.get("name"):
+        facts["model_name"] = options.get("name")
     return facts
 
 
-def build_context(spec: Spec | None, model_dir: Path | None) -> dict[str, Any]:
+def resolve_backend(version: str, facts: dict[str, Any], backend: str | None) -> tuple[str, str]:
+    """(backendType, why): --backend, else the model directory's build profile, else the release's default."""
+    release = release_for(version)
+    if backend is not None and backend not in BACKENDS:
+        raise PackError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    chosen, why = backend, "--backend"
+    if chosen is None and facts.get("backend"):
+        chosen, why = facts["backend"], str(facts["backend_from"])
+    if chosen is None:
+        default = "atb" if release.layout == "3.0" or facts.get("plain_hf") else "ms"
+        chosen, why = default, f"default for MindIE {release.name}"
+    if chosen not in release.backends:
+        if chosen == "ms":
+            raise PackError(f"backendType \"ms\" ({why}): {MS_ON_3}")
+        raise PackError(f"backendType {chosen!r} ({why}): MindIE {release.name} serves "
+                        f"{' and '.join(release.backends)} only (torch came with MindIE 3.0.0); pass --backend atb or "
+                        "--mindie-version 3.0.0")
+    return chosen, why
+
+
+def build_context(spec: Spec | None, model_dir: Path | None, *, version: str | None = None,
+                  backend: str | None = None) -> dict[str, Any]:
     server = dict(spec.section("server")) if spec else {}
     model_section = spec.section("model") if spec else {}
     if model_dir is None and model_section.get("output"):
@@ -106,19 +151,49 @@ def build_context(spec: Spec | None, model_dir: Path | None) -> dict[str, Any]:
     if "max_iter_times" not in server:
         context["max_iter_times"] = min(context["max_iter_times"], context["max_seq_len"])
     tls = server.get("tls")
+    backend_type, _ = resolve_backend(version or DEFAULT_MINDIE_VERSION, facts, backend)
     context.update(
         model_name=server.get("model_name") or model_section.get("name") or facts.get("model_name") or model_dir.name,
         model_weight_path=str(model_dir), world_size=int(tp), npu_device_ids=[list(range(int(tp)))],
-        backend_type="ms", https_enabled=bool(tls), tls={**TLS_DEFAULTS, **(tls or {})},
+        backend_type=backend_type, https_enabled=bool(tls), tls={**TLS_DEFAULTS, **(tls or {})},
     )
     return context
 
 
-def apply_set(config: dict[str, Any], assignment: str) -> None:
+def known_keys(layout: str | None, parts: list[str | int]) -> set[str]:
+    """The keys the layout's schema knows at a path (list indexes skipped)."""
+    if not layout:
+        return set()
+    from mindie_pack.config.schema import load_schema
+
+    node: Any = load_schema(layout)
+    for part in parts:
+        while isinstance(node, dict) and node.get("type") == "array" and isinstance(node.get("items"), dict):
+            node = node["items"]
+        if isinstance(part, int):
+            continue
+        node = (node or {}).get("properties", {}).get(part) if isinstance(node, dict) else None
+    while isinstance(node, dict) and node.get("type") == "array" and isinstance(node.get("items"), dict):
+        node = node["items"]
+    return set(node.get("properties", {})) if isinstance(node, dict) else set()
+
+
+def _nearest(node: Any, name: str | int, known: set[str]) -> str:
+    import difflib
+
+    candidates = sorted(known | (set(node) if isinstance(node, dict) else set()))
+    close = difflib.get_close_matches(str(name), candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def apply_set(config: dict[str, Any], assignment: str, layout: str | None = None) -> None:
     """--set KEY=VALUE: KEY is a dotted JSON path (list indexes as [i]); VALUE is JSON, else a string."""
     if "=" not in assignment:
         raise PackError(f"--set {assignment!r}: expected KEY=VALUE, e.g. ScheduleConfig.maxBatchSize=64")
     key, raw = assignment.split("=", 1)
+    if not key.strip():
+        raise PackError(f"--set {assignment!r}: the key before '=' is empty; expected KEY=VALUE, e.g. "
+                        "ScheduleConfig.maxBatchSize=64")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -126,21 +201,30 @@ def apply_set(config: dict[str, Any], assignment: str) -> None:
     parts: list[str | int] = []
     for piece in key.split("."):
         name, _, rest = piece.partition("[")
+        if not name:
+            raise PackError(f"--set {key}: empty field name in the key path")
         parts.append(name)
         for index in filter(None, rest.replace("]", "").split("[")):
+            if not index.isdigit():
+                raise PackError(f"--set {key}: [{index}] is not a list index")
             parts.append(int(index))
     if parts and parts[0] in ("ModelDeployConfig", "ScheduleConfig") or parts[:1] == ["ModelConfig"]:
         parts.insert(0, "BackendConfig")  # shorthand for the sections everyone edits
         if parts[1] == "ModelConfig":
             parts.insert(1, "ModelDeployConfig")
     node: Any = config
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         try:
             node = node[part]
         except (KeyError, IndexError, TypeError):
-            raise PackError(f"--set {key}: no such field in the rendered config (at {part!r})") from None
+            raise PackError(f"--set {key}: no such field in the rendered config (at {part!r}"
+                            f"{_nearest(node, part, known_keys(layout, parts[:depth]))})") from None
     last = parts[-1]
     if isinstance(node, dict) and isinstance(last, str):
+        known = known_keys(layout, parts[:-1]) if layout else set()
+        if last not in node and last not in known:
+            raise PackError(f"--set {key}: {last!r} is not a field MindIE reads here"
+                            f"{_nearest(node, last, known)}")
         node[last] = value
     elif isinstance(node, list) and isinstance(last, int) and last < len(node):
         node[last] = value
@@ -163,18 +247,18 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 def render_config(spec: Spec | None, *, model_dir: Path | None = None, mindie_version: str | None = None,
                   sets: Sequence[str] = (), patch: dict[str, Any] | None = None,
-                  check_model_dir: bool = True) -> dict[str, Any]:
+                  check_model_dir: bool = True, backend: str | None = None) -> dict[str, Any]:
     """Render, apply --set and --patch, validate; raises PackError listing every error."""
     from mindie_pack.config.validate import validate_config
 
     version = mindie_version or (spec.section("server").get("mindie_version") if spec else None) \
         or DEFAULT_MINDIE_VERSION
-    config = render_template(str(version), build_context(spec, model_dir))
+    config = render_template(str(version), build_context(spec, model_dir, version=str(version), backend=backend))
     for assignment in sets:
-        apply_set(config, assignment)
+        apply_set(config, assignment, line_for(str(version)))
     if patch is not None:
         config = merge_patch(config, patch)
-    problems = errors(validate_config(config, version=line_for(str(version)), check_model_dir=check_model_dir))
+    problems = errors(validate_config(config, version=str(version), check_model_dir=check_model_dir))
     if problems:
         raise PackError("the rendered config is invalid:\n" + "\n".join(f"  {p}" for p in problems))
     return config

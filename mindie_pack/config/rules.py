@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from mindie_pack.config.problems import Problem
+from mindie_pack.config.releases import BY_NAME, Release
 
 NPU_MEM_AUTO_ARCHES = ("ParallelLlamaForCausalLM", "InferenceDeepseekV3ForCausalLM")
 B = "BackendConfig"
@@ -26,19 +27,31 @@ def _section(data: Any, *keys: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def semantic_problems(data: dict[str, Any], *, npu_mem_warning: bool = True) -> list[Problem]:
+MS_ON_3 = ("MindIE 3.0.0 has no MindSpore backend (removed by MindIE-LLM commit 2072a951): its C++ config check "
+           "still accepts \"ms\" (src/config_manager/model_deploy_config.cpp:456 at v3.0.0), but the Python engine "
+           "then fails at start ('Unsupported backend type', mindie_llm/text_generator/adapter/__init__.py:33). Serve "
+           "the Hugging Face folder with backendType \"atb\" (or \"torch\"): `mindie-pack build --profile atb` and "
+           "`mindie-pack config render --mindie-version 3.0.0`; or keep the ms model on MindIE 2.3.0")
+
+
+def semantic_problems(data: dict[str, Any], *, npu_mem_warning: bool = True,
+                      release: Release | None = None) -> list[Problem]:
     """`npu_mem_warning`: flag npuMemSize -1 for ms in general (when the model's yaml is not read to decide)."""
+    rel = release or BY_NAME["2.3.0"]
     problems: list[Problem] = []
     backend, deploy = _section(data, B), _section(data, B, "ModelDeployConfig")
     schedule, server = _section(data, B, "ScheduleConfig"), _section(data, S)
     models = deploy.get("ModelConfig") if isinstance(deploy.get("ModelConfig"), list) else []
     first = models[0] if models and isinstance(models[0], dict) else {}
     problems += _device_checks(backend, first)
-    if schedule.get("templateType", "Standard") == "Standard" and len(models) != 1:
+    if schedule.get("templateType", "Standard") == "Standard" and isinstance(deploy.get("ModelConfig"), list) \
+            and len(models) != 1:
         problems.append(Problem(f"{MDC}.ModelConfig", f"has {len(models)} elements: there should be one "
                                 "modelParam for Standard templateType"))
-    problems += _length_checks(deploy, schedule, first)
+    problems += _length_checks(deploy, schedule, first, rel)
     problems += _port_checks(server, backend)
+    problems += _release_checks(deploy, schedule, models, rel)
+    problems += _inter_node_tls(backend, rel)
     for index, model in enumerate(models):
         if npu_mem_warning and isinstance(model, dict) and model.get("backendType") == "ms" \
                 and _int(model.get("npuMemSize")) == -1:
@@ -76,14 +89,68 @@ def _device_checks(backend: dict[str, Any], first: dict[str, Any]) -> list[Probl
     return problems
 
 
-def _length_checks(deploy: dict[str, Any], schedule: dict[str, Any], first: dict[str, Any]) -> list[Problem]:
+def _release_checks(deploy: dict[str, Any], schedule: dict[str, Any], models: list[Any],
+                    rel: Release) -> list[Problem]:
+    problems = []
+    for index, model in enumerate(models):
+        if not isinstance(model, dict):
+            continue
+        if rel.name == "3.0.0" and model.get("backendType") == "ms":
+            problems.append(Problem(f"{MDC}.ModelConfig[{index}].backendType", f"\"ms\": {MS_ON_3}",
+                                    source="mindie_llm/text_generator/adapter/__init__.py:33 (8b4871ad)"))
+        for key in ("dp", "sp", "cp"):  # model_deploy_config.cpp:116-118 (40fb0630)
+            value = _int(model.get(key))
+            if value is not None and value < 1:
+                problems.append(Problem(f"{MDC}.ModelConfig[{index}].{key}", f"{value}: {key} cannot be smaller "
+                                        "than 1", native=f"{key} cannot be smaller than 1.",
+                                        source="config_manager/model_deploy_config.cpp:116-118 (40fb0630)"))
+    if rel.layout == "3.0":
+        truncation = deploy.get("truncation")
+        if "truncation" in deploy and type(truncation) not in (bool, int):
+            problems.append(Problem(f"{MDC}.truncation", f"{truncation!r} is neither a boolean nor an integer: MindIE "
+                                    "3.0.0 logs it as invalid and uses 0 (refuse over-long input)", "warning",
+                                    source="config_manager/param_checker.cpp:215-231 (8b4871ad)"))
+        max_n, batch = _int(schedule.get("maxN")), _int(schedule.get("maxBatchSize"))
+        if max_n is not None and batch is not None and max_n > batch:
+            problems.append(Problem(f"{SC}.maxN", f"{max_n} is greater than maxBatchSize {batch}",
+                                    native="The maxN cannot be set greater than maxBatchSize",
+                                    source="config_manager/schedule_config.cpp:256 (8b4871ad)"))
+    return problems
+
+
+# interNodeTLSEnabled true: read at init without contains(), a missing one stops the daemon with "Failed to init tls
+# cfg" (backend_config.cpp:60-100,199-207 at 40fb0630; :54-66 at 8b4871ad, without the KMC and PkPwd keys).
+_INTER_NODE_TLS = {"2.x": ("interNodeKmcKsfMaster", "interNodeKmcKsfStandby", "interNodeTlsCert", "interNodeTlsPk",
+                           "interNodeTlsPkPwd", "interNodeTlsCaPath", "interNodeTlsCrlPath"),
+                   "3.0": ("interNodeTlsCert", "interNodeTlsPk", "interNodeTlsCaPath", "interNodeTlsCrlPath")}
+
+
+def _inter_node_tls(backend: dict[str, Any], rel: Release) -> list[Problem]:
+    if backend.get("interNodeTLSEnabled") is not True or rel.layout not in _INTER_NODE_TLS:
+        return []
+    source = ("config_manager/backend_config.cpp:60-100,199-207 (40fb0630)" if rel.layout == "2.x" else
+              "config_manager/backend_config.cpp:54-66 (8b4871ad)")
+    problems = [Problem(f"{B}.{key}", "missing or not a string: interNodeTLSEnabled true reads it (set it, or set "
+                        "interNodeTLSEnabled false)", native="Failed to init tls cfg", source=source)
+                for key in _INTER_NODE_TLS[rel.layout] if not isinstance(backend.get(key), str)]
+    for key, low in (("interNodeTlsCaFiles", 1), ("interNodeTlsCrlFiles", 0)):
+        files = backend.get(key)
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or not low <= len(files) <= 3:
+            problems.append(Problem(f"{B}.{key}", f"must list {low} to 3 file names when interNodeTLSEnabled is true",
+                                    native=f"{key} size is invalid", source=source))
+    return problems
+
+
+def _length_checks(deploy: dict[str, Any], schedule: dict[str, Any], first: dict[str, Any],
+                   rel: Release) -> list[Problem]:
     problems = []
     max_seq, max_input = _int(deploy.get("maxSeqLen")), _int(deploy.get("maxInputTokenLen"))
     prefill_tokens = _int(schedule.get("maxPrefillTokens"))
     batch, prefill_batch = _int(schedule.get("maxBatchSize")), _int(schedule.get("maxPrefillBatchSize"))
     preempt, iters = _int(schedule.get("maxPreemptCount")), _int(schedule.get("maxIterTimes"))
-    if prefill_tokens is not None and max_input is not None and schedule.get("templateType") != "Mix" \
-            and prefill_tokens < max_input:
+    # 2.3.0 applies it to every templateType (config_manager_impl.cpp:299); 3.0.0 exempts Mix
+    mix_exempt = rel.layout == "3.0" and schedule.get("templateType") == "Mix"
+    if prefill_tokens is not None and max_input is not None and not mix_exempt and prefill_tokens < max_input:
         problems.append(Problem(f"{SC}.maxPrefillTokens", f"{prefill_tokens} is less than "
                                 f"ModelDeployConfig.maxInputTokenLen {max_input}: the value of maxPrefillTokens should "
                                 "not be less than maxInputTokenLen"))
@@ -114,13 +181,9 @@ def _port_checks(server: dict[str, Any], backend: dict[str, Any]) -> list[Proble
         problems.append(Problem(f"{S}.metricsPort", f"{metrics} equals port but managementPort is {management}: "
                                 "Management or Business or Metrics port is invalid (use all equal, or metricsPort "
                                 "apart from port)"))
-    infer_port = _int(backend.get("multiNodesInferPort"))
+    # the default 1120 counts when the key is absent (include/config/config_info.h:194, config_manager_impl.cpp:282)
+    infer_port = _int(backend.get("multiNodesInferPort", 1120))
     if port is not None and infer_port == port:
         problems.append(Problem(f"{B}.multiNodesInferPort", f"{infer_port}: Endpoint port cannot be equal to "
                                 "multiNodesInferPort"))
-    for key in ("ipAddress", "managementIpAddress"):
-        if server.get(key) == "0.0.0.0" and server.get("allowAllZeroIpListening") is not True:
-            problems.append(Problem(f"{S}.{key}", "0.0.0.0 needs ServerConfig.allowAllZeroIpListening true"))
-        if key in server and server.get(key) == "":
-            problems.append(Problem(f"{S}.{key}", "Input ipAddress is empty"))
-    return problems
+    return problems  # the addresses themselves: config/network.py

@@ -1,21 +1,27 @@
-"""JSON Schema validation of config.json per version line, with MindIE-style JSON paths in the messages."""
+"""JSON Schema validation of config.json per layout (types, ranges, enums, patterns), with MindIE-style JSON paths
+and, where MindIE's source defines it, the daemon's own wording (param_checker.h:80-85, param_checker.cpp:282-301).
+
+Which fields are compulsory is not in the schemas: it depends on the release (config/compulsory.py).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
+from mindie_pack.config.compulsory import NATIVE_SECTION
 from mindie_pack.config.problems import Problem, json_path
 from mindie_pack.resources import schema_path
 
 
 @cache
-def load_schema(line: str) -> dict[str, Any]:
-    return json.loads(schema_path(f"mindie-config-{line}.schema.json").read_text())
+def load_schema(layout: str) -> dict[str, Any]:
+    return json.loads(schema_path(f"mindie-config-{layout}.schema.json").read_text())
 
 
 def _type_name(value: Any) -> str:
@@ -23,12 +29,32 @@ def _type_name(value: Any) -> str:
             dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
+_JSON_TYPE_NAME = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object",
+                   type(None): "null"}  # nlohmann::json type_name()
+
+
+def _native(error: ValidationError) -> str:
+    """The daemon's line for a type or range error (param_checker.cpp:291-301, param_checker.h:80-85)."""
+    path = [p for p in error.absolute_path if isinstance(p, str)]
+    if not path:
+        return ""
+    key = path[-1]
+    if error.validator == "type":
+        declared = re.search(r"declared (\w+)", error.schema.get("$comment", ""))
+        ctype = declared.group(1) if declared else {"boolean": "bool"}.get(str(error.validator_value),
+                                                                           str(error.validator_value))
+        return f"The type of param {key} should be {ctype}, but got {_JSON_TYPE_NAME.get(type(error.instance), '?')}"
+    if error.validator in ("minimum", "maximum") and len(path) >= 2:
+        name = f"{NATIVE_SECTION.get(path[-2], path[-2])}.{key}"
+        if error.validator == "maximum":
+            return f"{name} [{error.instance}] is out of bound [{error.validator_value}]"
+        return f"{name} [{error.instance}] is less than [{error.validator_value}]"
+    return ""
+
+
 def _message(error: ValidationError) -> tuple[list[str | int], str]:
     path = list(error.absolute_path)
     kind = error.validator
-    if kind == "required":
-        missing = [k for k in error.validator_value if k not in (error.instance or {})]
-        return path + [missing[0]], "missing compulsory field"
     if kind == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
@@ -51,12 +77,19 @@ def _message(error: ValidationError) -> tuple[list[str | int], str]:
     return path, error.message
 
 
-def schema_problems(data: Any, line: str) -> list[Problem]:
-    validator = Draft202012Validator(load_schema(line))
+# nlohmann's is_number_integer() is false for 1025.0, which JSON Schema would count as an integer
+_TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+_Validator = validators.extend(Draft202012Validator, type_checker=_TYPES)
+
+
+def schema_problems(data: Any, layout: str) -> list[Problem]:
+    validator = _Validator(load_schema(layout))
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path, message = _message(error)
-        problems.append(Problem(json_path(path), message))
+        problems.append(Problem(json_path(path), message, native=_native(error),
+                                source=error.schema.get("$comment", "") if isinstance(error.schema, dict) else ""))
     return problems
 
 

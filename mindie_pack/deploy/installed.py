@@ -21,6 +21,11 @@ HF_PROFILES = ("atb", "torch")
 MS_PROFILES = ("mf-ckpt", "mf-safetensors", "llm-boost")
 
 
+def is_30(version: str | None) -> bool:
+    head = (version or "").split(".")[0]
+    return head.isdigit() and int(head) >= 3
+
+
 def world_size_sets(options: DeployOptions, model: DeployableModel) -> list[str]:
     """An atb/torch directory has no yaml to carry its tp: worldSize and the devices come from its manifest (the
     spec's parallel.tp, when given, is what the config render uses)."""
@@ -77,7 +82,7 @@ def model_checks(model: DeployableModel, inst: Installation, version: str, atb_t
 
 def plan_mindie_llm(options: DeployOptions) -> DeployPlan | None:
     from mindie_pack.builder.deployable import read_deployable
-    from mindie_pack.deploy.config_30 import is_30, render_config_30
+    from mindie_pack.config import render_config
     from mindie_pack.deploy.preflight import DeployPlan, deployment_dir_for, refuse_blocking
     from mindie_pack.deploy.probe import Endpoints
     from mindie_pack.env import discover
@@ -103,7 +108,8 @@ def plan_mindie_llm(options: DeployOptions) -> DeployPlan | None:
     if options.port is not None:
         sets += [f"ServerConfig.port={options.port}", f"ServerConfig.managementPort={options.port + 1}",
                  f"ServerConfig.metricsPort={options.port + 2}"]
-    config = render_config_30(options.spec, model_dir=model.path, version=version, sets=sets, backend=model.profile)
+    config = render_config(options.spec, model_dir=model.path, mindie_version=version, sets=sets,
+                           backend=model.profile)
     endpoints = Endpoints.from_config(config)
     world = int(config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["worldSize"])
     refuse_blocking(options, config, inst, world)
@@ -123,7 +129,6 @@ def plan_mindie_llm(options: DeployOptions) -> DeployPlan | None:
 
 def check_atb_tree_model(model: DeployableModel, inst: Installation, version: str) -> None:
     """An atb/torch model on a <= 2.3 tree: the start-up refusals, before the config is rendered."""
-    from mindie_pack.deploy.config_30 import is_30
     from mindie_pack.env.atb_checks import installed_types_in
 
     if model.profile == "torch" and not is_30(version):

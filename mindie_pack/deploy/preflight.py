@@ -154,8 +154,5 @@ def write_files(plan: DeployPlan) -> None:
     from mindie_pack.fsutil import make_dirs, writing
 
     make_dirs(plan.deployment_dir, STATE_DIR_MODE)
-    from mindie_pack.deploy.config_30 import RENDER_AS, is_30
-
-    with writing(plan.config_path):  # 3.0: the .diff is against the 2.3.0 defaults its layout derives from
-        write_config(plan.config, plan.config_path,
-                     version=RENDER_AS if is_30(plan.mindie_version) else plan.mindie_version)
+    with writing(plan.config_path):
+        write_config(plan.config, plan.config_path, version=plan.mindie_version)

@@ -160,10 +160,6 @@ def main(argv: list[str] | None = None) -> int:
 
     problems = [p for p in validate_config_file(path, check_model_dir=not settings["fake_model"], install_dir=home)
                 if p.severity == "error"]
-    if str(settings.get("mindie_version", "")).split(".")[0] == "3":  # 3.0 also accepts backendType torch
-        from mindie_pack.deploy.config_30 import accepted_by_30
-
-        problems = accepted_by_30(problems, path)
     if problems:
         fail_and_kill_group(log, [f"[ERROR] {p}" for p in problems])
     config = json.loads(path.read_text())

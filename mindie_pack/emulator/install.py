@@ -10,7 +10,6 @@ from pathlib import Path
 
 from mindie_pack.builder.atb_models import SHIPPED_LISTS
 from mindie_pack.config.render import default_config
-from mindie_pack.deploy.config_30 import to_3_0_layout
 from mindie_pack.env.standin import StandinRoot, StandinVersions, write_standin_ascend_root
 from mindie_pack.errors import PackError
 from mindie_pack.fsutil import atomic_write_text
@@ -42,10 +41,10 @@ def install_emulator(prefix: Path, *, mindie_version: str = "1.0.RC3", npu_count
         versions = StandinVersions(mindie=mindie_version, cann=CANN_FOR.get(mindie_version, "8.5.1"))
         root = write_standin_ascend_root(prefix.absolute(), versions=versions, npu_count=npu_count, chip=chip,
                                          include={"driver", "toolkit", "nnal"})
-        config = {**default_config("2.3.0")}
+        config = default_config(mindie_version)
         config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["backendType"] = backend or "atb"
         venv = install_mindie_llm_venv(root.root, mindie_version=mindie_version,
-                                       config_text=json.dumps(to_3_0_layout(config), indent=2) + "\n",
+                                       config_text=json.dumps(config, indent=2) + "\n",
                                        emulator_text=json.dumps(settings, indent=2) + "\n")
         root.mindie_service = venv
         return root
