@@ -194,7 +194,10 @@ def build_hf_model_dir(options: BuildOptions, progress: BuildProgress) -> BuildR
 
 
 def _text_files(hf_dir: Path) -> list[Path]:
-    return [hf_dir / name for name in (*TOKENIZER_FILES, *EXTRA_TEXT_FILES) if (hf_dir / name).is_file()]
+    """Tokenizer, generation config, and the folder's own Python files (tokenization_*.py / modeling_*.py: what
+    trustRemoteCode loads for models such as Baichuan2)."""
+    named = [hf_dir / name for name in (*TOKENIZER_FILES, *EXTRA_TEXT_FILES) if (hf_dir / name).is_file()]
+    return named + sorted(p for p in hf_dir.glob("*.py") if p.is_file())
 
 
 def _link_or_copy(source: Path, destination: Path) -> bool:
