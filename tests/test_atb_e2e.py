@@ -80,6 +80,13 @@ def test_build_config_deploy_smoke_stop(mindie_version: str, profile: str, famil
         assert config["torch_dtype"] == "bfloat16"
         assert (model_dir / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()
 
+    rendered = cli("config", "render", "-o", tmp_path / "config.json", "--model-dir", model_dir, "--mindie-version",
+                   mindie_version)
+    assert rendered.exit_code == 0, rendered.stderr
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]["backendType"] == backend
+    assert cli("config", "validate", tmp_path / "config.json", "--mindie-version", mindie_version).exit_code == 0
+
     port = free_port_block()
     plan = cli("deploy", "--model-dir", model_dir, *where, "--port", str(port), "--dry-run", "--json")
     assert plan.exit_code == 0, plan.stderr
@@ -104,6 +111,8 @@ def test_build_config_deploy_smoke_stop(mindie_version: str, profile: str, famil
         assert "HealthCheckConfig" in served["ServerConfig"] and "tlsPkPwd" not in served["ServerConfig"]
         backups = list(Path(state["config_path"]).parent.glob("config.json.*.bak"))
         assert len(backups) == 1  # the shipped config, kept
+
+    assert "Daemon start success!" in cli("logs", "-n", "20").stdout
 
     smoke = cli("smoke", "--json")
     assert smoke.exit_code == 0, smoke.stdout[-2000:] + smoke.stderr[-2000:]

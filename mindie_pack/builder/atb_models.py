@@ -58,5 +58,24 @@ def installed_model_types(atb_llm_dir: Path) -> tuple[str, ...]:
                         and not p.name.startswith("_")))
 
 
+def visible_atb_llm() -> Path | None:
+    """An installed atb_llm this machine shows without being told: $ATB_SPEED_HOME_PATH/atb_llm (exported by
+    atb-models/set_env.sh), the current interpreter's atb_llm (a 3.0 pip install), /usr/local/Ascend/atb-models."""
+    import importlib.util
+    import os
+
+    candidates = []
+    if os.environ.get("ATB_SPEED_HOME_PATH"):
+        candidates.append(Path(os.environ["ATB_SPEED_HOME_PATH"]) / "atb_llm")
+    try:
+        spec = importlib.util.find_spec("atb_llm")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin:
+        candidates.append(Path(spec.origin).parent)
+    candidates.append(Path("/usr/local/Ascend/atb-models/atb_llm"))
+    return next((c for c in candidates if (c / "models").is_dir()), None)
+
+
 def check_model_type(model_type: str | None, supported: tuple[str, ...]) -> bool:
     return model_type is not None and atb_name(model_type) in supported

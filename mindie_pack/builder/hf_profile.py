@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mindie_pack.builder.atb_models import SHIPPED_LISTS, atb_name, check_model_type, shipped_release
+from mindie_pack.builder.atb_models import (
+    SHIPPED_LISTS,
+    atb_name,
+    check_model_type,
+    installed_model_types,
+    shipped_release,
+    visible_atb_llm,
+)
 from mindie_pack.builder.hf_model import HFModel, load_hf_model, read_json
 from mindie_pack.builder.manifest import build_manifest, hash_in_background, read_manifest, write_manifest
 from mindie_pack.builder.staging import FILE_MODE, StagedDirectory
@@ -84,6 +91,11 @@ def plan_hf_build(options: BuildOptions) -> HFBuildPlan:
                         "atb_llm/models/__init__.py:54-57); add the model_type of the architecture")
     commit, supported = SHIPPED_LISTS[release]
     notes: list[str] = []
+    installed_dir = visible_atb_llm()
+    if installed_dir is not None and not check_model_type(model_type, installed_model_types(installed_dir)):
+        raise PackError(f"{config_path}: model_type {model_type!r}: the installed atb_llm ({installed_dir}) has no "
+                        f"models/{atb_name(model_type)} folder (unsupported model type); serve a supported model or "
+                        "upgrade MindIE")
     try:
         model: HFModel | None = load_hf_model(path)
     except PackError:

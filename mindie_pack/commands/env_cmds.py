@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -47,19 +48,28 @@ def env(
     mindformers_src: Path | None = typer.Option(None, "--mindformers-src", help="Put on PYTHONPATH."),
     devices: str | None = typer.Option(None, "--devices", help="ASCEND_RT_VISIBLE_DEVICES, e.g. 0,1."),
     shell: bool = typer.Option(False, "--shell", help="Print export lines to eval."),
+    mindie_python: Path | None = typer.Option(None, "--mindie-python", help="MindIE 3.0: the Python with mindie_llm "
+                                              "(prints the atb environment of that release)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The environment mindieservice_daemon needs (set_env.sh scripts sourced in order, plus the ms backend's)."""
+    """The environment the service needs (set_env.sh scripts sourced in order, plus the backend's own variables:
+    ms by default; atb/torch with --profile atb|torch or --mindie-python)."""
     spec = _spec(spec_path)
     model = spec.section("model") if spec else {}
-    result = daemon_environment(
-        ascend_root=ascend_root or _spec_path(spec, "deploy", "ascend_root"),
-        mindie_home=mindie_home or _spec_path(spec, "deploy", "mindie_home"),
-        profile=profile or model.get("profile", "mf-ckpt"),
-        mindformers_src=mindformers_src or (spec.resolve(model["mindformers_src"]) if model.get("mindformers_src")
-                                            else None),
-        devices=_devices(devices, spec),
-    )
+    chosen = profile or model.get("profile", "mf-ckpt")
+    if chosen in ("atb", "torch") or mindie_python is not None:
+        result = _atb_env(ascend_root or _spec_path(spec, "deploy", "ascend_root"),
+                          mindie_home or _spec_path(spec, "deploy", "mindie_home"), mindie_python,
+                          _devices(devices, spec))
+    else:
+        result = daemon_environment(
+            ascend_root=ascend_root or _spec_path(spec, "deploy", "ascend_root"),
+            mindie_home=mindie_home or _spec_path(spec, "deploy", "mindie_home"),
+            profile=profile or model.get("profile", "mf-ckpt"),
+            mindformers_src=mindformers_src or (spec.resolve(model["mindformers_src"]) if model.get("mindformers_src")
+                                                else None),
+            devices=_devices(devices, spec),
+        )
     if shell:
         for line in result.export_lines():
             typer.echo(line)
@@ -120,6 +130,22 @@ def doctor(
         out.print(table)
     if failed:
         raise typer.Exit(1)
+
+
+def _atb_env(ascend_root: Path | None, mindie_home: Path | None, mindie_python: Path | None,
+             devices: list[int] | None) -> Any:
+    from mindie_pack.deploy.installed import ascend_root_for
+    from mindie_pack.env import discover
+    from mindie_pack.env.atb_env import atb_environment
+    from mindie_pack.env.mindie_llm import discover_mindie_llm, python_of
+
+    python = mindie_python or (python_of(mindie_home) if mindie_home else None)
+    llm = discover_mindie_llm(python) if python else None
+    inst = discover(ascend_root=ascend_root or (ascend_root_for(llm) if llm else None),
+                    mindie_home=None if llm else mindie_home)
+    version = (llm.version if llm else None) or inst.version("mindie")
+    return atb_environment(root=inst.root, mindie_version=version, mindie_service=inst.mindie_service,
+                           devices=devices)
 
 
 def _built_profile(model_dir: Path | None) -> str:

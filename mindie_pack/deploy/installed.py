@@ -96,6 +96,10 @@ def plan_mindie_llm(options: DeployOptions) -> DeployPlan | None:
     if not is_30(version):
         raise PackError(f"{llm.package_dir}: mindie_llm {version} in a Python environment; mindie-pack starts "
                         "mindie_llm_server for MindIE 3.0 and later only (give --mindie-home of the 2.x tree)")
+    for needed, line in ((llm.daemon, "45-47"), (llm.config_path.parent, "49-53"), (llm.package_dir / "lib", "58-62")):
+        if not needed.exists():  # what mindie_llm_server checks first (mindie_llm/server/main.py)
+            raise PackError(f"{llm.package_dir}: {needed.name} not found at {needed} (mindie_llm/server/main.py:{line} "
+                            "refuses to start without it); reinstall mindie_llm")
     model = read_deployable(options.model_dir)
     if model.profile not in HF_PROFILES:
         raise PackError(f"{model.path}: built with --profile {model.profile} (backendType ms), which MindIE {version} "
