@@ -155,3 +155,18 @@ def test_torch_profile_needs_30_and_tp_reaches_the_config(hf_bf16: Path, tmp_pat
     # --tp 3 does not split the tiny model's 4 heads: refused at build, naming the field
     line = one_line_error(cli("build", "--model", hf_bf16, "-o", tmp_path / "tp3", "--profile", "atb", "--tp", "3"))
     assert "--tp 3" in line and "num_attention_heads" in line
+
+
+def test_moe_model_type_builds_without_the_cpu_proof_and_verify_says_so(tiny_model_copy: Callable[..., Path],
+                                                                         tmp_path: Path, cli: Cli) -> None:
+    hf = tiny_model_copy(family="qwen2", dtype="bfloat16")
+    config = json.loads((hf / "config.json").read_text())
+    config.update(model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"])  # in the 3.0 atb list
+    (hf / "config.json").write_text(json.dumps(config))
+    built = cli("build", "--model", hf, "-o", tmp_path / "moe", "--profile", "atb")
+    assert built.exit_code == 0, built.stderr
+    assert "no CPU proof" in built.stderr
+    report = cli("verify", tmp_path / "moe", "--json")
+    assert report.exit_code == 0
+    checks = {c["name"]: c for c in json.loads(report.stdout)["checks"]}
+    assert "no CPU proof" in checks["cpu-proof"]["detail"]

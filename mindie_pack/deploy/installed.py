@@ -92,6 +92,9 @@ def plan_mindie_llm(options: DeployOptions) -> DeployPlan | None:
     llm = find_mindie_llm(options)
     if llm is None:
         return None
+    if options.docker_image:
+        raise PackError(f"--docker {options.docker_image}: not supported with a MindIE 3.0 environment yet "
+                        "(--mindie-python); start it on the host, or use a <= 2.3 image with --mindie-home")
     version = options.mindie_version or llm.version or "3.0.0"
     if not is_30(version):
         raise PackError(f"{llm.package_dir}: mindie_llm {version} in a Python environment; mindie-pack starts "
