@@ -176,9 +176,12 @@ def build_hf_model_dir(options: BuildOptions, progress: BuildProgress) -> BuildR
                     linked.append(source.name)
                 progress.advance(source.stat().st_size if source.suffix == ".safetensors" else 0)
         progress.stage("hashing inputs and outputs")
+        known = dict(input_hashes.result())
+        if not converting:  # linked or copied byte for byte: the output's sha256 is the input's (one read, not two)
+            known.update({root / f.name: known[f] for f in [*weights.files, *([index] if index.is_file() else [])]})
         dims = plan.model.dims if plan.model else None
         manifest = build_manifest(
-            root=root, inputs=inputs, known_hashes=input_hashes.result(),
+            root=root, inputs=inputs, known_hashes=known,
             options={**options.as_manifest(), "output_dir": str(final_dir), "dtype": plan.target_dtype,
                      "name": plan.model_name, "mindie_version": options.mindie_version or plan.release},
             model={
