@@ -164,7 +164,7 @@ def build_hf_model_dir(options: BuildOptions, progress: BuildProgress) -> BuildR
         linked: list[str] = []
         if converting:
             progress.stage(f"converting weights to {plan.target_dtype}")
-            sizes = {file: _convert_file(file, root / file.name, target) for file in weights.files}
+            sizes = {file: _convert_file(file, root / file.name, target, weights) for file in weights.files}
             if index.is_file():
                 _write_index(index, root / index.name, sum(sizes.values()))
             for file in weights.files:
@@ -228,12 +228,6 @@ def _link_or_copy(source: Path, destination: Path) -> bool:
     return False
 
 
-def _torch_dtype(dtype: DType) -> Any:
-    import torch
-
-    return {DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16, DType.FLOAT32: torch.float32}[dtype]
-
-
 def _check_float16_range(weights: HFWeights, names: list[str]) -> None:
     """float16 holds |x| <= 65504: a larger finite value would become inf on 310P. Refuse before writing."""
     import numpy as np
@@ -249,19 +243,35 @@ def _check_float16_range(weights: HFWeights, names: list[str]) -> None:
                             "keep bfloat16 (not on 310P) or use a float16 release of the model")
 
 
-def _convert_file(source: Path, destination: Path, target: DType) -> int:
-    """One safetensors file with every floating tensor cast to `target` (safetensors + torch do the I/O)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+def _convert_file(source: Path, destination: Path, target: DType, weights: HFWeights) -> int:
+    """One safetensors file with every floating tensor cast to `target`: our reader and cast (round to nearest even,
+    as torch), written by the safetensors library's own serializer (its numpy front end has no bfloat16)."""
+    import numpy as np
+    import safetensors
+    from safetensors import safe_open, serialize_file
 
-    tensors = {}
-    with safe_open(str(source), framework="pt") as handle:
+    from mindie_pack.weights.dtypes import cast
+
+    with safe_open(str(source), framework="numpy") as handle:  # the header's metadata only
         metadata = handle.metadata() or {}
-        for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-            tensor = handle.get_tensor(name)
-            tensors[name] = tensor.to(_torch_dtype(target)) if tensor.is_floating_point() else tensor
-    save_file(tensors, str(destination), metadata={**metadata, "format": metadata.get("format", "pt")})
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    tensors: dict[str, Any] = {}
+    alive: list[np.ndarray] = []  # TensorSpec points into these buffers until serialize_file returns
+    total = 0
+    for entry in (e for e in weights.entries.values() if e.file == source):
+        raw = weights.read(entry.name)
+        if raw.dtype.is_float:
+            raw = cast(raw, target)
+        array = np.ascontiguousarray(raw.array)
+        alive.append(array)
+        if hasattr(safetensors, "TensorSpec"):  # safetensors >= 0.8
+            tensors[entry.name] = safetensors.TensorSpec(dtype=raw.dtype.info.name, shape=array.shape,
+                                                         data_ptr=array.ctypes.data, data_len=array.nbytes)
+        else:  # the dict form of earlier releases
+            tensors[entry.name] = {"dtype": raw.dtype.info.safetensors, "shape": list(array.shape),
+                                   "data": array.tobytes()}
+        total += array.nbytes
+    serialize_file(tensors, str(destination), metadata={**metadata, "format": metadata.get("format", "pt")})
+    return total
 
 
 def _write_index(source: Path, destination: Path, total_size: int) -> None:
