@@ -11,6 +11,7 @@ from typing import Any
 
 from mindie_pack.builder.convert import check_sources, convert_to_ranks, source_bytes
 from mindie_pack.builder.hf_model import HFModel, load_hf_model, read_json, resolve_dtype
+from mindie_pack.builder.hf_profile import HF_PROFILES, build_hf_model_dir
 from mindie_pack.builder.manifest import build_manifest, hash_in_background, write_manifest
 from mindie_pack.builder.options import PROFILES, BuildOptions
 from mindie_pack.builder.staging import FILE_MODE, StagedDirectory
@@ -115,6 +116,8 @@ def plan_build(options: BuildOptions) -> BuildPlan:
 
 def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None) -> BuildResult:
     progress = progress or BuildProgress()
+    if options.profile in HF_PROFILES:  # atb / torch: no MindSpore conversion
+        return build_hf_model_dir(options, progress)
     plan = plan_build(options)
     weights = HFWeights(plan.model.path)
     check_sources(weights, plan.specs, plan.model.family, plan.model.dims)

@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-Profile = Literal["mf-ckpt", "mf-safetensors", "llm-boost"]
-PROFILES: tuple[str, ...] = ("mf-ckpt", "mf-safetensors", "llm-boost")
+Profile = Literal["mf-ckpt", "mf-safetensors", "llm-boost", "atb", "torch"]
+# atb / torch: the HF folder prepared for MindIE's atb/torch backends (builder/hf_profile.py).
+PROFILES: tuple[str, ...] = ("mf-ckpt", "mf-safetensors", "llm-boost", "atb", "torch")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class BuildOptions:
     vocab_emb_dp: bool | None = None
     seq_length: int | None = None
     crc: bool = False
+    mindie_version: str | None = None  # atb/torch: the release whose rules apply (default 3.0.0)
 
     def as_manifest(self) -> dict[str, Any]:
         data = asdict(self)

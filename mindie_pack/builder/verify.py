@@ -160,6 +160,10 @@ def check_safetensors_reference(built: BuiltModelDir, reference: Path, report: V
 def verify_model_dir(model_dir: Path, reference: Path | None = None,
                      progress: Callable[[int], None] | None = None) -> VerifyReport:
     report = VerifyReport(model_dir)
+    from mindie_pack.builder.hf_profile import is_hf_layout, verify_hf_dir
+
+    if is_hf_layout(model_dir):  # atb / torch profiles: the HF folder, no yaml, no ranks
+        return verify_hf_dir(model_dir, reference, report)
     check_manifest(model_dir, report)
     built = open_model_dir(model_dir)
     report.add("yaml", True, f"{built.yaml_path.name}: {built.model.family.name}, profile {built.profile}, "

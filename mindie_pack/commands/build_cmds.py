@@ -35,6 +35,7 @@ def _options_from_spec(spec: Spec) -> dict[str, Any]:
         "mindformers_src": spec.resolve(model.get("mindformers_src")),
         "vocab_emb_dp": model.get("vocab_emb_dp"),
         "seq_length": model.get("seq_length"),
+        "mindie_version": model.get("mindie_version"),
     }
 
 
@@ -65,13 +66,16 @@ def build(
                                        help="Model directory to write (MindIE modelWeightPath)."),
     tp: int | None = typer.Option(None, "--tp", min=1, help="Tensor-parallel degree = MindIE worldSize (default 1)."),
     dtype: str | None = typer.Option(None, "--dtype", help="bfloat16, float16 or float32 (default: HF torch_dtype)."),
-    profile: str | None = typer.Option(None, "--profile", help="mf-ckpt (default), mf-safetensors or llm-boost."),
+    profile: str | None = typer.Option(None, "--profile",
+                                           help="mf-ckpt (default), mf-safetensors, llm-boost, atb, torch."),
     name: str | None = typer.Option(None, "--name", help="Model name (default: the output folder's name)."),
     mindformers_src: Path | None = typer.Option(None, "--mindformers-src", help="MindFormers source checkout."),
     vocab_emb_dp: bool | None = typer.Option(None, "--vocab-emb-dp/--no-vocab-emb-dp",
                                              help="Replicate embedding/lm_head on every rank (default: per family)."),
     seq_length: int | None = typer.Option(None, "--seq-length", min=1, help="Static sequence length of the network."),
     crc: bool = typer.Option(False, "--crc", help="Append MindSpore's CRC trailer to each .ckpt."),
+    mindie_version: str | None = typer.Option(None, "--mindie-version",
+                                              help="atb/torch: the MindIE release whose rules apply (default 3.0.0)."),
     spec_path: Path | None = typer.Option(None, "--spec", help=f"Deployment spec (default ./{DEFAULT_SPEC_NAME})."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output (once the new one is complete)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
@@ -85,7 +89,7 @@ def build(
         values = _options_from_spec(load_spec(spec_path))
     overrides = {"model_dir": model, "output_dir": output, "tp": tp, "dtype": dtype, "profile": profile,
                  "name": name, "mindformers_src": mindformers_src, "vocab_emb_dp": vocab_emb_dp,
-                 "seq_length": seq_length}
+                 "seq_length": seq_length, "mindie_version": mindie_version}
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("output_dir") is None:
         raise PackError("--output is required (or model.output in the spec)")

@@ -23,6 +23,10 @@ def deploy(
                                           "model.output)."),
     mindie_home: Path | None = typer.Option(None, "--mindie-home", help="mindie-service folder (or spec "
                                             "deploy.mindie_home)."),
+    mindie_python: Path | None = typer.Option(None, "--mindie-python", help="MindIE >= 3.0: the Python of the "
+                                              "environment with mindie_llm (or spec deploy.mindie_python)."),
+    env_overrides: list[str] = typer.Option([], "--env", help="NAME=VALUE for the atb/torch service environment "
+                                            "(repeatable; overrides our defaults)."),
     port: int | None = typer.Option(None, "--port", min=1, max=65533,
                                     help="Business port; management = port+1, metrics = port+2."),
     devices: str | None = typer.Option(None, "--devices",
@@ -54,8 +58,8 @@ def deploy(
                                 "serves (a multi-node master waits for its workers)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Install the config, start mindieservice_daemon and wait until it serves (on one server, or on several
-    with --hosts)."""
+    """Install the config, start MindIE (<= 2.3 mindieservice_daemon, >= 3.0 mindie_llm_server) and wait until it
+    serves: on one server, or on several with --hosts."""
     from rich.status import Status
 
     from mindie_pack.deploy.lifecycle import DeployOptions, Progress, plan_deploy
@@ -67,15 +71,19 @@ def deploy(
         model_dir = spec.resolve(spec.section("model")["output"])
     if mindie_home is None and deploy_section.get("mindie_home") and spec:
         mindie_home = spec.resolve(deploy_section["mindie_home"])
-    if model_dir is None or mindie_home is None:
-        raise PackError("deploy needs --model-dir and --mindie-home (or model.output and deploy.mindie_home in "
-                        "the spec)")
+    if mindie_python is None and deploy_section.get("mindie_python") and spec:
+        mindie_python = spec.resolve(deploy_section["mindie_python"])
+    if model_dir is None or (mindie_home is None and mindie_python is None):
+        raise PackError("deploy needs --model-dir and --mindie-home or --mindie-python (or model.output and "
+                        "deploy.mindie_home / deploy.mindie_python in the spec)")
     if hosts or (spec and spec.raw.get("hosts")):
         for flag, given in (("--docker", docker_image), ("--install-config", install_config),
-                            ("--ranktable", ranktable), ("--node-ip", node_ip), ("--detach", detach)):
+                            ("--ranktable", ranktable), ("--node-ip", node_ip), ("--detach", detach),
+                            ("--mindie-python", mindie_python), ("--env", env_overrides)):
             if given:
-                raise PackError(f"{flag} does not go with --hosts (a multi-node deploy runs each node's daemon on "
-                                "the host and writes the rank table itself)")
+                raise PackError(f"{flag} does not go with --hosts (a multi-node deploy runs each node's "
+                                "mindieservice_daemon on the host and writes the rank table itself)")
+        assert mindie_home is not None
         _deploy_cluster(spec, hosts, model_dir, mindie_home, ascend_root, devices, world_size, port, timeout,
                         mindie_version, list(sets), replace, ssh_config, known_hosts, ssh_user, remote_pack, as_json,
                         dry_run)
@@ -86,7 +94,8 @@ def deploy(
     options = DeployOptions(model_dir=model_dir, mindie_home=mindie_home, spec=spec, port=port, devices=device_list,
                             timeout_s=timeout, docker_image=docker_image,
                             install_config=install_config, replace=replace, mindie_version=mindie_version,
-                            sets=list(sets), rank_table=ranktable, node_ip=node_ip, detach=detach)
+                            sets=list(sets), rank_table=ranktable, node_ip=node_ip, detach=detach,
+                            mindie_python=mindie_python, env=list(env_overrides))
     if dry_run:
         plan = plan_deploy(options)
         info = {"config_path": str(plan.config_path), "host_command": plan.host_command(),

@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from mindie_pack.errors import PackError
+
 emulator_app = typer.Typer(help="A MindIE stand-in for machines without NPUs.", no_args_is_help=True,
                            rich_markup_mode=None)
 
@@ -15,7 +17,11 @@ emulator_app = typer.Typer(help="A MindIE stand-in for machines without NPUs.", 
 @emulator_app.command("install")
 def install(
     prefix: Path = typer.Argument(..., help="Folder to install into (an emulated /usr/local/Ascend)."),
-    mindie_version: str = typer.Option("1.0.RC3", "--mindie-version"),
+    mindie_version: str = typer.Option("1.0.RC3", "--mindie-version",
+                                       help="1.0.x / 2.x: the mindie-service tree; 3.0.0: a venv with mindie_llm."),
+    backend: str | None = typer.Option(None, "--backend", help="atb, torch (3.0) or ms (<= 2.3): the backend of the "
+                                       "default config; atb also installs an atb_llm model list."),
+    chip: str | None = typer.Option(None, "--chip", help="Chip name npu-smi reports (default 910B3; e.g. 310P3)."),
     npus: int = typer.Option(8, "--npus", min=1, help="Emulated NPUs reported by npu-smi."),
     fake_model: bool = typer.Option(False, "--fake-model", help="Serve deterministic tokens without weights."),
     prefill_ms: float = typer.Option(0.0, "--prefill-ms", min=0, help="Fake model: delay before the first token."),
@@ -26,12 +32,29 @@ def install(
     from mindie_pack.emulator.install import install_emulator
     from mindie_pack.fsutil import output_error, writing
 
+    if backend is not None and backend not in ("atb", "torch", "ms"):
+        raise PackError(f"--backend {backend!r}: expected atb, torch or ms")
     if prefix.exists() and not prefix.is_dir():
         raise output_error(prefix, NotADirectoryError(20, "Not a directory"), "cannot install the emulator")
     backups: list[str] = []
     with writing(prefix, "cannot install the emulator"):
         root = install_emulator(prefix, mindie_version=mindie_version, npu_count=npus, fake_model=fake_model,
-                                prefill_ms=prefill_ms, per_token_ms=per_token_ms, backups=backups)
+                                prefill_ms=prefill_ms, per_token_ms=per_token_ms, backend=backend, chip=chip,
+                                backups=backups)
+    server = root.mindie_service / "bin" / "mindie_llm_server"
+    if server.exists():  # MindIE >= 3.0: a Python environment
+        python = root.mindie_service / "bin" / "python"
+        info = {"ascend_root": str(root.root), "mindie_home": str(root.mindie_service), "mindie_python": str(python),
+                "server": str(server)}
+        if as_json:
+            typer.echo(json.dumps(info))
+            return
+        console = Console(highlight=False)
+        console.print(f"emulated Ascend root: {root.root}", markup=False)
+        console.print(f"MindIE {mindie_version} environment (mindie_llm, mindie_llm_server): {root.mindie_service}",
+                      markup=False)
+        console.print(f"deploy with: mindie-pack deploy --mindie-python {python} --model-dir DIR", markup=False)
+        return
     info = {"ascend_root": str(root.root), "mindie_home": str(root.mindie_service),
             "daemon": str(root.mindie_service / "bin" / "mindieservice_daemon"), "backups": backups}
     if as_json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -79,23 +79,32 @@ def env(
     mindformers_src: Path | None = typer.Option(None, "--mindformers-src", help="Put on PYTHONPATH."),
     devices: str | None = typer.Option(None, "--devices", help="ASCEND_RT_VISIBLE_DEVICES, e.g. 0,1."),
     shell: bool = typer.Option(False, "--shell", help="Print export lines to eval."),
+    mindie_python: Path | None = typer.Option(None, "--mindie-python", help="MindIE 3.0: the Python with mindie_llm "
+                                              "(prints the atb environment of that release)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The environment mindieservice_daemon needs (set_env.sh scripts sourced in order, plus the ms backend's)."""
+    """The environment the service needs (set_env.sh scripts sourced in order, plus the backend's own variables:
+    ms by default; atb/torch with --profile atb|torch or --mindie-python)."""
     from rich.table import Table
 
     from mindie_pack.env import daemon_environment
 
     spec = _spec(spec_path)
     model = spec.section("model") if spec else {}
-    inst = _installation(ascend_root, mindie_home, spec)
-    result = daemon_environment(
-        installation=inst,
-        profile=profile or model.get("profile", "mf-ckpt"),
-        mindformers_src=mindformers_src or (spec.resolve(model["mindformers_src"]) if model.get("mindformers_src")
-                                            else None),
-        devices=_host_devices(_devices(devices, spec), inst),
-    )
+    chosen = profile or model.get("profile", "mf-ckpt")
+    if chosen in ("atb", "torch") or mindie_python is not None:
+        result = _atb_env(ascend_root or _spec_path(spec, "deploy", "ascend_root"),
+                          mindie_home or _spec_path(spec, "deploy", "mindie_home"), mindie_python,
+                          _devices(devices, spec))
+    else:
+        inst = _installation(ascend_root, mindie_home, spec)
+        result = daemon_environment(
+            installation=inst,
+            profile=chosen,
+            mindformers_src=mindformers_src or (spec.resolve(model["mindformers_src"])
+                                                if model.get("mindformers_src") else None),
+            devices=_host_devices(_devices(devices, spec), inst),
+        )
     if shell:
         for line in result.export_lines():
             typer.echo(line)
@@ -124,9 +133,12 @@ def doctor(
     model_dir: Path | None = typer.Option(None, "--model-dir", help="A built model directory to check."),
     world_size: int | None = typer.Option(None, "--world-size", min=1),
     ports: str | None = typer.Option(None, "--ports", help="Ports that must be free, e.g. 1025,1026,1027."),
+    backend: str | None = typer.Option(None, "--backend", help="atb or torch: check for MindIE's atb/torch path "
+                                       "(default: ms, or atb when the model dir was built for it)."),
+    mindie_python: Path | None = typer.Option(None, "--mindie-python", help="MindIE 3.0: the Python with mindie_llm."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Check the machine for a MindIE ms-backend deployment; exit 1 on any failed check."""
+    """Check the machine for a MindIE deployment (ms backend, or atb/torch); exit 1 on any failed check."""
     from rich.table import Table
 
     from mindie_pack.env import run_doctor
@@ -142,7 +154,8 @@ def doctor(
         ascend_root=inst.root, mindie_home=inst.mindie_service,
         config_path=config_path, model_dir=model_dir,
         world_size=world_size or (spec.section("parallel").get("tp") if spec else None), ports=port_list,
-        profile=spec.section("model").get("profile", "mf-ckpt") if spec else "mf-ckpt",
+        profile=spec.section("model").get("profile", "mf-ckpt") if spec else _built_profile(model_dir),
+        backend=backend, mindie_python=mindie_python,
     )
     failed = any(c.status == "fail" for c in checks)
     if as_json:
@@ -156,6 +169,28 @@ def doctor(
         out.print(table)
     if failed:
         raise typer.Exit(1)
+
+
+def _atb_env(ascend_root: Path | None, mindie_home: Path | None, mindie_python: Path | None,
+             devices: list[int] | None) -> Any:
+    from mindie_pack.deploy.installed import ascend_root_for
+    from mindie_pack.env import discover
+    from mindie_pack.env.atb_env import atb_environment
+    from mindie_pack.env.mindie_llm import discover_mindie_llm, python_of
+
+    python = mindie_python or (python_of(mindie_home) if mindie_home else None)
+    llm = discover_mindie_llm(python) if python else None
+    inst = discover(ascend_root=ascend_root or (ascend_root_for(llm) if llm else None),
+                    mindie_home=None if llm else mindie_home)
+    version = (llm.version if llm else None) or inst.version("mindie")
+    return atb_environment(root=inst.root, mindie_version=version, mindie_service=inst.mindie_service,
+                           devices=devices)
+
+
+def _built_profile(model_dir: Path | None) -> str:
+    from mindie_pack.builder.hf_profile import is_hf_layout
+
+    return "atb" if model_dir is not None and is_hf_layout(model_dir) else "mf-ckpt"
 
 
 def ranktable(

@@ -101,4 +101,8 @@ def launcher_for(plan: DeployPlan) -> Launcher:
         from mindie_pack.deploy.container import DockerLauncher
 
         return DockerLauncher()
+    if plan.launcher == "mindie_llm_server":  # MindIE >= 3.0
+        from mindie_pack.deploy.launcher_llm import MindieLLMServerLauncher
+
+        return MindieLLMServerLauncher()
     return HostLauncher()

@@ -32,7 +32,7 @@ def deploy(options: DeployOptions, progress: Progress | None = None,
         plan = plan_deploy(options)
         write_files(plan)
         launcher = launcher or launcher_for(plan)
-        progress.stage("starting mindieservice_daemon" + (" in a container" if plan.container else ""))
+        progress.stage(f"starting {plan.launcher}" + (" in a container" if plan.container else ""))
         state = launcher.start(plan, new_token())
         state.role = plan.role
         try:

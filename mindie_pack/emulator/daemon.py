@@ -261,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     occupied = port_problems(config["ServerConfig"])
     if occupied:
         fail_and_kill_group(log, occupied)
+    model = config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]
+    from mindie_pack.emulator.backends import engine_refusal  # release/backend rules of the engine init
+
+    refusal = None if settings["fake_model"] else engine_refusal(model, settings, home)
+    if refusal:
+        log(f"[MIE04E02011C] [endpoint] Failed to init engine! {refusal}")
+        log("[Start mindie server] [fail]")
+        return 1
     return asyncio.run(serve(config, settings, log, member))
 
 

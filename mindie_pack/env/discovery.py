@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 DEFAULT_ROOT = Path("/usr/local/Ascend")
-PYTHON_PACKAGES = ("mindspore", "mindformers", "tokenizers", "transformers", "huggingface_hub", "torch", "numpy")
+PYTHON_PACKAGES = ("mindspore", "mindformers", "tokenizers", "transformers", "huggingface_hub", "torch", "numpy",
+                   "torch_npu")
 
 
 @dataclass

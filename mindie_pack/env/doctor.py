@@ -193,7 +193,12 @@ def file_checks(config_path: Path | None, model_dir: Path | None) -> list[Check]
 
 def run_doctor(*, ascend_root: Path | None = None, mindie_home: Path | None = None, config_path: Path | None = None,
                model_dir: Path | None = None, world_size: int | None = None, ports: Sequence[int] = (),
-               profile: str = "mf-ckpt", working_dir: Path | None = None) -> list[Check]:
+               profile: str = "mf-ckpt", working_dir: Path | None = None, backend: str | None = None,
+               mindie_python: Path | None = None) -> list[Check]:
+    if backend in ("atb", "torch") or mindie_python is not None or profile in ("atb", "torch"):
+        return _run_atb_doctor(ascend_root=ascend_root, mindie_home=mindie_home, config_path=config_path,
+                               model_dir=model_dir, world_size=world_size, ports=ports, working_dir=working_dir,
+                               mindie_python=mindie_python)
     inst = discover(ascend_root=ascend_root, mindie_home=mindie_home)
     checks = component_checks(inst) + compat_checks(inst)
     if inst.components["cann-toolkit"].found or inst.components["mindie"].found:
@@ -202,4 +207,26 @@ def run_doctor(*, ascend_root: Path | None = None, mindie_home: Path | None = No
     checks += host_checks(ports, working_dir or Path.cwd())
     checks += library_checks(inst.packages)
     checks += file_checks(config_path, model_dir)
+    return checks
+
+
+def _run_atb_doctor(*, ascend_root: Path | None, mindie_home: Path | None, config_path: Path | None,
+                    model_dir: Path | None, world_size: int | None, ports: Sequence[int], working_dir: Path | None,
+                    mindie_python: Path | None) -> list[Check]:
+    """The atb / torch backends (MindIE <= 2.3 tree or a 3.0 mindie_llm environment): env/atb_doctor.py."""
+    from mindie_pack.deploy.installed import ascend_root_for
+    from mindie_pack.env.atb_doctor import atb_doctor
+    from mindie_pack.env.mindie_llm import discover_mindie_llm, python_of
+
+    python = mindie_python or (python_of(mindie_home) if mindie_home else None)
+    llm = discover_mindie_llm(python) if python else None
+    root = ascend_root or (ascend_root_for(llm) if llm else None)
+    inst = discover(ascend_root=root, mindie_home=None if llm else mindie_home)
+    skipped = {"python mindspore", "python mindformers"} | ({"component mindie", "component atb-models"} if llm
+                                                            else set())
+    checks = [c for c in component_checks(inst) if c.name not in skipped]
+    checks += atb_doctor(inst, llm=llm, model_dir=model_dir, world_size=world_size)
+    checks += npu_checks(inst, world_size)
+    checks += host_checks(ports, working_dir or Path.cwd())
+    checks += file_checks(config_path, None)
     return checks

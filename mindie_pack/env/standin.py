@@ -49,9 +49,9 @@ def _write(path: Path, text: str, mode: int = 0o644) -> Path:
     return path
 
 
-def default_npu_state(npu_count: int, health: str = "OK") -> dict[str, Any]:
+def default_npu_state(npu_count: int, health: str = "OK", chip: str | None = None) -> dict[str, Any]:
     return {
-        "chips": [{"id": i, "name": "910B3", "health": health, "hbm_used": 3161, "hbm_total": 65536,
+        "chips": [{"id": i, "name": chip or "910B3", "health": health, "hbm_used": 3161, "hbm_total": 65536,
                    "bus_id": f"0000:{0xC1 + i:02X}:00.0"} for i in range(npu_count)],
         "processes": [],  # {"npu": 0, "pid": 1234, "name": "python3", "memory": 30000}
         "device_ips": {str(i): f"192.168.100.{101 + i}" for i in range(npu_count)},
@@ -119,7 +119,8 @@ print("Usage: hccn_tool -i <device_id> -ip -g", file=sys.stderr); sys.exit(1)
 
 
 def write_standin_ascend_root(root: Path, *, versions: StandinVersions | None = None, npu_count: int = 8,
-                              npu_health: str = "OK", include: set[str] | None = None) -> StandinRoot:
+                              npu_health: str = "OK", include: set[str] | None = None,
+                              chip: str | None = None) -> StandinRoot:
     """Write driver, CANN toolkit (+kernels), NNAL/ATB, atb-models, MindIE and the NPU tools under `root`.
 
     `include` limits the components (driver, toolkit, nnal, atb-models, mindie) to test missing ones.
@@ -129,7 +130,7 @@ def write_standin_ascend_root(root: Path, *, versions: StandinVersions | None = 
     root.mkdir(parents=True, exist_ok=True)
     _write(root / MARKER, "Stand-in Ascend install written by mindie-pack (no NPU software here).\n")
     state_path = root / ".standin" / "npu-state.json"
-    _write(state_path, json.dumps(default_npu_state(npu_count, npu_health), indent=2))
+    _write(state_path, json.dumps(default_npu_state(npu_count, npu_health, chip), indent=2))
     tools = root / "driver" / "tools"
     if "driver" in parts:
         _write(root / "driver/version.info", f"Version={v.driver}\nascendhal_version=7.35.23\naicpu_version=1.0\n"
