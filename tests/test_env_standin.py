@@ -191,7 +191,9 @@ def test_ranktable_from_hccn_tool(standin: StandinRoot, cli: Cli, tmp_path: Path
     assert result.exit_code == 0, result.stderr
     assert json.loads(out.read_text()) == {
         "version": "1.0", "server_count": "1", "status": "completed",
-        "server_list": [{"server_id": "10.0.0.5", "host_nic_ip": "reserve", "device": [
+        # container_ip: what a multi-node MindIE matches MIES_CONTAINER_IP against; "same as server_id unless
+        # configured otherwise" (MindIE-LLM 2.3.0 examples/atb_models/examples/models/deepseek-r1/README.md)
+        "server_list": [{"server_id": "10.0.0.5", "container_ip": "10.0.0.5", "host_nic_ip": "reserve", "device": [
             {"device_id": str(i), "device_ip": f"192.168.100.{101 + i}", "rank_id": str(i)} for i in range(4)]}],
     }
     missing = cli("ranktable", "--ascend-root", standin.root, "--devices", "0,9", "-o", tmp_path / "x.json")

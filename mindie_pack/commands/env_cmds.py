@@ -51,6 +51,8 @@ def _host_devices(ids: list[int] | None, inst: Installation) -> list[int] | None
 
 
 def _ports(text: str) -> list[int]:
+    if not text.strip():
+        return []  # --ports "": check no port
     parts = [p.strip() for p in text.split(",")]
     if not all(p.isdigit() and int(p) <= 65535 for p in parts):
         raise PackError(f"--ports {text!r}: expected comma-separated TCP ports (0..65535), e.g. 1025,1026,1027")
@@ -132,7 +134,7 @@ def doctor(
     config_path: Path | None = typer.Option(None, "--config", help="A config.json to check (file rules)."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="A built model directory to check."),
     world_size: int | None = typer.Option(None, "--world-size", min=1),
-    ports: str | None = typer.Option(None, "--ports", help="Ports that must be free, e.g. 1025,1026,1027."),
+    ports: str | None = typer.Option(None, "--ports", help="Ports that must be free, e.g. 1025,1026,1027 (\"\" for none)."),
     backend: str | None = typer.Option(None, "--backend", help="atb or torch: check for MindIE's atb/torch path "
                                        "(default: ms, or atb when the model dir was built for it)."),
     mindie_python: Path | None = typer.Option(None, "--mindie-python", help="MindIE 3.0: the Python with mindie_llm."),
