@@ -1,6 +1,7 @@
 """Benchmark: is `mindie-pack bench` ever the bottleneck? Against the emulator's fake model (fixed prefill), compare
 the TTFT bench measures with the TTFT a minimal hand-written httpx loop measures, at rising Poisson rates, in the
-same run (the two alternate at each rate).
+same run: at each rate both run at the same time in one event loop, each at half the rate, so both see the same
+server and the same machine load.
 
     python benchmarks/bench_client.py [--prefill-ms 50] [--seconds 3] [--rates 10,20,40,80,160,320] [--rounds 1]
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 async def minimal_loop(url: str, model: str, rate: float, count: int, output_len: int
                        ) -> tuple[list[float], float | None]:
     """The simplest correct measurement: Poisson arrivals, stream, time to the first content chunk."""
-    rng = random.Random(0)
+    rng = random.Random(2)
     ttfts: list[float] = []
     starts: list[float] = []
     scheduled: list[float] = []
@@ -67,11 +68,18 @@ async def minimal_loop(url: str, model: str, rate: float, count: int, output_len
     return ttfts, achieved / ((len(scheduled) - 1) / (scheduled[-1] - scheduled[0]))
 
 
-def run_bench(target: Target, rate: float, count: int, output_len: int) -> tuple[list[float], dict[str, Any]]:
-    config = BenchConfig(endpoint="openai-chat", concurrency=None, rate=rate, requests=count, output_len=output_len,
-                         warmup=2, input_len=2)
-    records, _ = asyncio.run(run_load(target, config))
-    return [r.ttft_ms for r in records if r.ok and r.ttft_ms is not None], arrival(records, config)
+async def side_by_side(target: Target, rate: float, count: int, output_len: int
+                       ) -> tuple[list[float], dict[str, Any], list[float], float]:
+    """bench and the minimal loop at the same time, each at half the rate, in one event loop: both see the same
+    server and the same machine load (this machine is shared; measuring them one after the other compared two
+    different moments of its load more than two clients)."""
+    config = BenchConfig(endpoint="openai-chat", concurrency=None, rate=rate / 2, requests=count // 2,
+                         output_len=output_len, warmup=2, input_len=2, seed=1)
+    (records, _), (loop_ttft, loop_rate) = await asyncio.gather(
+        run_load(target, config), minimal_loop(target.business_url, target.model or "", rate / 2, count // 2,
+                                               output_len))
+    ours = [r.ttft_ms for r in records if r.ok and r.ttft_ms is not None]
+    return ours, arrival(records, config), loop_ttft, loop_rate
 
 
 def main() -> None:
@@ -109,19 +117,15 @@ def main() -> None:
             for rate in (float(r) for r in args.rates.split(",")):
                 count = max(8, int(rate * args.seconds))
                 ours_ttft, loop_ttft, ours_rate, loop_rate, lags, bound = [], [], [], [], [], False
-                for round_ in range(args.rounds):
-                    first_bench = round_ % 2 == 0  # alternate who goes first
-                    for which in ("bench", "loop") if first_bench else ("loop", "bench"):
-                        if which == "bench":
-                            values, arr = run_bench(target, rate, count, args.output_len)
-                            ours_ttft.append(statistics.fmean(values))
-                            ours_rate.append((arr["achieved_rate"] or 0.0) / (arr["scheduled_rate"] or rate))
-                            bound = bound or bool(arr["client_bound"])
-                            lags.append(arr["lag_ms"]["p90"] or 0.0)
-                        else:
-                            values, achieved = asyncio.run(minimal_loop(url, model, rate, count, args.output_len))
-                            loop_ttft.append(statistics.fmean(values))
-                            loop_rate.append(achieved)
+                for _ in range(args.rounds):
+                    values, arr, loop_values, achieved = asyncio.run(side_by_side(target, rate, count,
+                                                                                  args.output_len))
+                    ours_ttft.append(statistics.fmean(values))
+                    ours_rate.append((arr["achieved_rate"] or 0.0) / (arr["scheduled_rate"] or rate))
+                    bound = bound or bool(arr["client_bound"])
+                    lags.append(arr["lag_ms"]["p90"] or 0.0)
+                    loop_ttft.append(statistics.fmean(loop_values))
+                    loop_rate.append(achieved)
                 rows.append((rate, statistics.median(ours_rate), statistics.median(loop_rate),
                              statistics.median(ours_ttft), statistics.median(loop_ttft), bound,
                              statistics.median(lags)))

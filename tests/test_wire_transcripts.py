@@ -34,7 +34,7 @@ def test_decoder_reads_every_real_stream_shape(fixture: dict[str, Any]) -> None:
     whole = decode_all(api, frames)
     one_char_at_a_time = decode_all(api, list("".join(frames)))
     for result in (whole, one_char_at_a_time):
-        assert result.problems == []
+        assert result.problems == [] and result.mismatch is None
         assert result.finished
         assert result.text == text  # nothing lost: not the last token, not the /infer text-null tail
         assert result.received_tokens == tokens
@@ -53,7 +53,9 @@ def test_decoder_flags_a_final_text_that_contradicts_the_tokens() -> None:
               '"details":null}\n\n',
               'data: {"token":{"id":2,"text":" b","logprob":null,"special":null},"generated_text":" a c",'
               '"details":null}\n\n']
-    assert decode_all("tgi", frames).problems == ["generated_text differs from the streamed tokens (' a c' vs ' a b')"]
+    result = decode_all("tgi", frames)
+    assert result.mismatch == "generated_text differs from the streamed tokens (' a c' vs ' a b')"
+    assert result.problems == [] and result.received_tokens == 2
 
 
 def _smoke(cli: Cli, url: str, *extra: str) -> tuple[int, dict[str, dict[str, Any]]]:

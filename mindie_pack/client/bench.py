@@ -253,7 +253,7 @@ def summarize(records: list[RequestRecord], wall_s: float, config: BenchConfig) 
         "endpoint": config.endpoint, "requests": len(records), "succeeded": len(ok), "failed": len(records) - len(ok),
         "complete": len(ok) - len(short), "short": len(short),
         "errors": dict(Counter(r.error or "unknown" for r in records if not r.ok)),
-        "output_tokens_requested": config.output_len * len(ok), "output_tokens": output_tokens,
+        "output_tokens_requested": config.output_len * len(records), "output_tokens": output_tokens,
         "duration_s": round(wall_s, 3), "request_throughput": round(len(ok) / wall_s, 3) if wall_s else None,
         "output_token_throughput": round(output_tokens / wall_s, 3) if wall_s else None,
         "prompt_tokens": sum(r.prompt_tokens or 0 for r in ok),

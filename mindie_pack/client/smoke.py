@@ -135,6 +135,7 @@ class SmokeRunner:
             raise CheckFailed(f"{what}: {exc}") from None
         _need(bool(result.events), f"{what}: no stream events")
         _need(not result.problems, f"{what}: {'; '.join(result.problems)}")
+        _need(result.mismatch is None, f"{what}: {result.mismatch}")
         _need(result.finished, f"{what}: the stream ended without a final event")
         _need(result.text != "", f"{what}: empty text")
         return result

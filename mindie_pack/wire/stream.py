@@ -39,7 +39,8 @@ class StreamResult:
     finish_reason: str | None = None
     output_tokens: int | None = None  # the server's count (usage.completion_tokens / details.generated_tokens)
     prompt_tokens: int | None = None
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the stream cannot be read (not JSON, no text list...)
+    mismatch: str | None = None  # the final generated_text is not the streamed pieces joined
 
     @property
     def text(self) -> str:
@@ -155,8 +156,8 @@ class StreamDecoder:
             result.finished = True
             result.generated_text = final_text
             if result.text != final_text:
-                result.problems.append(f"generated_text differs from the streamed tokens ({final_text!r} vs "
-                                       f"{result.text!r})")
+                result.mismatch = f"generated_text differs from the streamed tokens ({final_text!r} vs " \
+                    f"{result.text!r})"
         details = event.get("details")
         if isinstance(details, dict):
             if isinstance(details.get("generated_tokens"), int):
