@@ -202,6 +202,23 @@ def test_invalid_config_is_refused_and_the_group_killed(built: tuple[Path, Path]
     assert "Daemon start success!" not in proc.stdout
 
 
+def test_config_errors_are_logged_in_the_daemons_wording(built: tuple[Path, Path], service: Path,
+                                                         tmp_path: Path) -> None:
+    """The config stage knows MindIE 2.3.0's own wording for these (schedule_config.cpp CheckParam, the
+    compulsory-field reader): the emulator logs that, not ours."""
+    config = write_config_for(built[1], tmp_path / "config.json", free_port_block())
+    config["BackendConfig"]["ScheduleConfig"]["maxBatchSize"] = 6000
+    del config["ServerConfig"]["maxLinkNum"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    proc = subprocess.run([str(service / "bin" / "mindieservice_daemon")], capture_output=True, text=True,
+                          env={**os.environ, "MIES_CONFIG_JSON_PATH": str(tmp_path / "config.json")}, timeout=120,
+                          start_new_session=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert "maxBatchSize [6000] is out of bound [5000]" in proc.stdout
+    assert "maxLinkNum: missing compulsory field" in proc.stdout
+    assert "Daemon start success!" not in proc.stdout
+
+
 def test_config_file_rules_are_enforced(built: tuple[Path, Path], service: Path, tmp_path: Path) -> None:
     write_config_for(built[1], tmp_path / "config.json", free_port_block())
     os.chmod(tmp_path / "config.json", 0o644)

@@ -252,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     problems = [p for p in validate_config_file(path, check_model_dir=not settings["fake_model"], install_dir=home)
                 if p.severity == "error"]
     if problems:
-        fail_and_kill_group(log, [f"[ERROR] {p}" for p in problems])
+        # the real daemon's own wording where the config stage knows it ("... missing compulsory field",
+        # "... is out of bound [...]"), else our one-line description
+        fail_and_kill_group(log, [p.native or f"[ERROR] {p}" for p in problems])
     config = json.loads(path.read_text())
     try:
         member = cluster.member_for(config)
