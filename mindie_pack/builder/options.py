@@ -23,6 +23,12 @@ class BuildOptions:
     vocab_emb_dp: bool | None = None
     seq_length: int | None = None
     crc: bool = False
+    # Inputs other than an HF folder (builder/inputs.py): MindSpore .ckpt / training output, PEFT LoRA.
+    hf_config: Path | None = None
+    strategy: Path | None = None
+    lora: Path | None = None
+    keep: tuple[str, ...] = ()
+    train_yaml: Path | None = None
 
     def as_manifest(self) -> dict[str, Any]:
         data = asdict(self)
