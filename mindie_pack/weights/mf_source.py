@@ -245,6 +245,12 @@ def open_mindformers(
                             "that config belongs to?")
         ckpt.check(spec.target)
         shape = ckpt.shape(spec.target)
+        layout_of = parsed.layouts.get(spec.target) if parsed is not None else None
+        if shape != spec.shape and layout_of is not None:
+            file, record = ckpt.first_record(spec.target)
+            raise PackError(f"{file}: tensor {spec.target!r} is a slice of shape {list(record.dims)}; with the "
+                            f"strategy {layout.strategy} ({layout_of.describe()}) that makes {list(shape)}, but "
+                            f"{config_origin} says {list(spec.shape)}: the strategy does not match the rank files")
         if shape != spec.shape:
             raise PackError(f"{first_file}: tensor {spec.target!r} has shape {list(shape)}, expected "
                             f"{list(spec.shape)} from {config_origin} (hidden_size={dims.hidden_size}, "
