@@ -230,12 +230,14 @@ def open_mindformers(
             report.kept[name] = ckpt.disk_bytes(name)
             extras.append(name)
             continue
+        if is_training_state(name):  # before the LoRA check: adam_m.<module>.mindpet_delta_lora_a is state
+            report.dropped_state[name] = ckpt.disk_bytes(name)
+            continue
         pet = split_mindpet_name(name)
         if pet is not None:
             lora.setdefault(pet[0], {})[pet[1]] = name
             continue
-        target = report.dropped_state if is_training_state(name) else report.dropped_other
-        target[name] = ckpt.disk_bytes(name)
+        report.dropped_other[name] = ckpt.disk_bytes(name)
 
     first_file = layout.rank_files[0]
     for spec in specs:
