@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ingest_helpers import make_network, mf_to_hf, train_one_step_and_save, write_training_output, write_training_yaml
 from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file, save_file
-
-from ingest_helpers import make_network, mf_to_hf, train_one_step_and_save, write_training_output, write_training_yaml
 
 PROMPT_IDS = [[5, 17, 42, 99, 7, 250, 3, 64]]
 

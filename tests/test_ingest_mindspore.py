@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ingest_helpers import make_network, mf_to_hf, train_one_step_and_save, write_training_output
 from safetensors.numpy import load_file
 
-from ingest_helpers import make_network, mf_to_hf, train_one_step_and_save, write_training_output
 from mindie_pack.tiny_model import write_safetensors
 from mindie_pack.weights.dtypes import DType, RawTensor
 
@@ -181,3 +181,27 @@ def test_ckpt_with_a_config_of_another_model(cli, trained: Trained, tiny_models:
     line = _refused(cli, tmp_path / "o", "build", "--model", trained.ckpt, "--output", tmp_path / "o",
                     "--hf-config", wider)
     assert "feed_forward.w1.weight" in line and "[128, 64]" in line and "[64, 64]" in line
+
+
+def test_bfloat16_training_output_is_merged_bit_exactly(cli, trained: Trained, tmp_path: Path) -> None:
+    """bf16 weights: MindSpore writes them (cast by its own Cast op), splits them (transform_checkpoints casts to
+    fp32 and back), and our merge must give back exactly MindSpore's bf16 values."""
+    import mindspore as ms
+
+    full = tmp_path / "bf16" / "rank_0" / "model.ckpt"
+    full.parent.mkdir(parents=True)
+    loaded = ms.load_checkpoint(str(trained.ckpt))
+    ms.save_checkpoint([{"name": name, "data": ms.Tensor(p.asnumpy()).astype(ms.bfloat16)}
+                        if name in trained.params else {"name": name, "data": p} for name, p in loaded.items()],
+                       str(full))
+    expected = {name: p.asnumpy() for name, p in ms.load_checkpoint(str(full)).items() if name in trained.params}
+    run = write_training_output(full, tmp_path / "output", dp=2, mp=2, opt_shard=True)
+    out = tmp_path / "hf-out"
+    result = cli("export", run, "--output", out, "--hf-config", trained.hf, "--dtype", "float32")
+    assert result.exit_code == 0, result.stderr
+    exported = load_file(str(out / "model.safetensors"))
+    for name, value in expected.items():  # MindSpore's asnumpy() of a bf16 tensor is its exact float32 value
+        assert exported[mf_to_hf(name)].tobytes() == value.astype(np.float32).tobytes(), name
+    back = tmp_path / "hf-bf16"
+    assert cli("export", run, "--output", back, "--hf-config", trained.hf, "--dtype", "bfloat16").exit_code == 0
+    assert json.loads((back / "config.json").read_text())["torch_dtype"] == "bfloat16"

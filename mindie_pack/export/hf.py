@@ -104,12 +104,14 @@ def export_hf(
         meta_dir = model.path
         plan = model.family.plan_tp(model.dims, 1, None)
         specs = model.family.tensor_specs(model.dims, plan, DType.FLOAT32)
-        stored = _stored_dtype(model)
-    target = _target_dtype(dtype, stored)
+        stored = None
     order = [parts.source for parts in hf_tensor_parts(specs)] + extras
     for name in order:
         if name not in weights:
             raise PackError(f"{source}: tensor {name!r} is missing")
+    # "As stored": the build's param dtype, or the dtype of the input's embedding (MindFormers keeps norms in
+    # float32 whatever the weights are, so the first tensor, the embedding, is the one that tells).
+    target = _target_dtype(dtype, stored or weights.entries[order[0]].dtype)
     layout = [(name, target if weights.entries[name].dtype.is_float and name not in extras
                else weights.entries[name].dtype, weights.entries[name].shape) for name in order]
     shards = _shard(layout, shard_bytes)
@@ -151,12 +153,6 @@ def export_hf(
             notes.append(f"{meta_dir}: no tokenizer files to copy; add them to {final} before loading a tokenizer")
         staging.commit()
     return ExportResult(final, kind, target.info.name, files, len(order), notes, report)
-
-
-def _stored_dtype(model: HFModel) -> DType:
-    from mindie_pack.weights.dtypes import TORCH_DTYPE_NAMES
-
-    return TORCH_DTYPE_NAMES.get(str(model.dims.torch_dtype), DType.BFLOAT16)
 
 
 def _target_dtype(requested: str | None, stored: DType) -> DType:
