@@ -21,7 +21,7 @@ from mindie_pack.models import ModelDims, ModelFamily, TensorSpec, hf_tensor_par
 from mindie_pack.weights.ckpt_format import CkptFormatError, CkptRecord, read_record, scan_records
 from mindie_pack.weights.dtypes import DType, RawTensor, cast
 from mindie_pack.weights.lora import LoraDelta, PetConfig, pet_config_from_yaml, split_mindpet_name
-from mindie_pack.weights.strategy import Strategy, expected_full_shape, load_strategy, merge_slices
+from mindie_pack.weights.strategy import Strategy, expected_full_shape, load_strategy, merge_slices, needed_ranks
 from mindie_pack.weights.tensor_source import ComputedWeights, virtual_entry
 from mindie_pack.weights.training_state import FilterReport, is_training_state, matches_any
 
@@ -184,8 +184,8 @@ class RankedCheckpoint:
         assert self.strategy is not None
         self.check(name)
         base = holders[0]
-        slices = {rank - base: read_record(self.layout.rank_files[rank], self.indexes[rank][name]).array
-                  for rank in holders}
+        slices = {local: read_record(self.layout.rank_files[base + local], self.indexes[base + local][name]).array
+                  for local in needed_ranks(name, layout)}
         try:
             merged = merge_slices(name, layout, slices)
         except Exception as exc:  # MindSpore's redistribution raises ValueError/IndexError on inconsistent input

@@ -12,8 +12,8 @@ What MindSpore does and what we do:
   `mindspore.transform_checkpoints`, called for ONE parameter with the slices of the ranks of its stage.
   `transform_checkpoints` itself loads every needed rank file whole (`load_checkpoint`) and writes a complete
   checkpoint; calling its core per tensor keeps memory at one tensor's slices plus the merged tensor.
-The slices are fed as raw bit patterns (bfloat16 as uint16): the redistribution is slicing, concatenation and
-reshapes only, so the merge is bit-exact (MindSpore's own wrapper casts bf16 to fp32 and back, also exact).
+MindSpore decides where each slice goes (on a one-element-per-slice proxy, see merge_slices); the bytes are only
+copied, so the merge is bit-exact in any dtype.
 """
 
 from __future__ import annotations
@@ -123,21 +123,58 @@ def load_strategy(path: Path) -> Strategy:
     return Strategy(path, tuple(files), layouts, stage_device_num, len(stages))
 
 
-def merge_slices(name: str, layout: ParamLayout, slices: dict[int, np.ndarray]) -> np.ndarray:
-    """Put one parameter together from its stage-local rank slices ({local rank: raw array})."""
+def needed_ranks(name: str, layout: ParamLayout) -> list[int]:
+    """The stage-local ranks whose slices make up the whole tensor (MindSpore's own rank-list computation:
+    one copy of a replicated tensor, one slice per distinct piece of a split one)."""
+    from mindspore.parallel._parallel_serialization import _rank_list_for_transform_parallel_checkpoint
+
+    return sorted(_rank_list_for_transform_parallel_checkpoint(0, {name: layout.raw}, None))
+
+
+def _mindspore_merge(name: str, layout: ParamLayout, slices: dict[int, np.ndarray]) -> np.ndarray:
+    """MindSpore's own redistribution (the core of transform_checkpoints) for one parameter."""
     from mindspore.parallel._parallel_serialization import _transform_parallel_checkpoint
 
-    first = next(iter(slices.values()))
-    # Raw bit patterns through MindSpore: bool/bytes-like dtypes stay as they are, 2-byte floats as uint16.
-    feed = {rank: array.view(np.uint16) if array.dtype.itemsize == 2 and array.dtype.kind == "f" else array
-            for rank, array in slices.items()}
     params = _transform_parallel_checkpoint(
-        0, {name: feed}, {name: {rank: (True, False) for rank in slices}}, {name: layout.raw}, None,
+        0, {name: slices}, {name: {rank: (True, False) for rank in slices}}, {name: layout.raw}, None,
         {name: {rank: "raw" for rank in slices}},
     )
-    merged = params[0]["data"].asnumpy()
-    return merged.view(first.dtype) if merged.dtype != first.dtype and merged.dtype.itemsize == first.dtype.itemsize \
-        else merged.astype(first.dtype, copy=False)
+    return params[0]["data"].asnumpy()
+
+
+def merge_slices(name: str, layout: ParamLayout, slices: dict[int, np.ndarray]) -> np.ndarray:
+    """Put one parameter together from its stage-local rank slices ({local rank: raw array}).
+
+    Which rank's slice goes where is decided by MindSpore's redistribution code, run on a proxy tensor with one
+    element per slice (its value: the rank that holds it). The real slices are then copied into place, so memory
+    is the slices plus the result, instead of the several intermediate copies MindSpore's own concatenation of
+    the real data makes. Layouts whose slices are not plain blocks (multi-axis tensor maps) and scalars go through
+    MindSpore's code with the real data.
+    """
+    first = next(iter(slices.values()))
+    block = first.shape
+    full = expected_full_shape(layout, block)
+    plain = first.ndim > 0 and not any(isinstance(t, (list, tuple)) for t in layout.tensor_map) and \
+        all(s.shape == block for s in slices.values()) and all(f % b == 0 for f, b in zip(full, block, strict=True))
+    if not plain:
+        # Raw bit patterns through MindSpore: 2-byte floats as uint16 (slicing/concatenation only, bit-exact).
+        feed = {rank: a.view(np.uint16) if a.dtype.itemsize == 2 and a.dtype.kind == "f" else a
+                for rank, a in slices.items()}
+        merged = _mindspore_merge(name, layout, feed)
+        return merged.view(first.dtype) if merged.dtype.itemsize == first.dtype.itemsize else merged
+    proxies = {rank: np.full((1,) * first.ndim, rank, dtype=np.int32) for rank in slices}
+    owners = _mindspore_merge(name, layout, proxies)
+    grid = tuple(f // b for f, b in zip(full, block, strict=True))
+    if owners.shape != grid:
+        raise ValueError(f"layout maps {len(slices)} slices of {list(block)} to {list(owners.shape)} blocks, "
+                         f"expected {list(grid)}")
+    if owners.size == 1:  # one slice is the whole tensor (replicated): no copy
+        return slices[int(owners.reshape(-1)[0])]
+    out = np.empty(full, dtype=first.dtype)
+    for index in np.ndindex(*grid):
+        region = tuple(slice(i * b, (i + 1) * b) for i, b in zip(index, block, strict=True))
+        out[region] = slices[int(owners[index])]
+    return out
 
 
 def expected_full_shape(layout: ParamLayout, slice_shape: tuple[int, ...]) -> tuple[int, ...]:
