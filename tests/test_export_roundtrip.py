@@ -104,3 +104,29 @@ def test_export_refuses_to_overwrite_and_keeps_the_old_output(cli, tiny_models: 
     assert not (back / "keep.txt").exists() and (back / "model.safetensors").is_file()
     result = cli("export", built, "--to", "onnx", "--output", tmp_path / "x")
     assert result.exit_code == 2 and "--to 'onnx'" in result.stderr and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("spec", [{"family": "qwen2"}, {"family": "llama", "rope_scaling": {
+    "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 256}}])
+def test_ckpt_with_a_mindformers_yaml_as_its_config(cli, tiny_models: Callable[..., Path], tmp_path: Path,
+                                                    spec: dict[str, object]) -> None:
+    """A model zoo .ckpt + its MindFormers yaml (here: what `build` wrote) -> HF folder equal to the original."""
+    source = tiny_models(**spec)
+    built, back = tmp_path / "built", tmp_path / "back"
+    assert cli("build", "--model", source, "--output", built).exit_code == 0
+    (yaml_path,) = built.glob("*.yaml")
+    result = cli("export", built / "weights" / "rank_0" / "checkpoint_0.ckpt", "--output", back,
+                 "--hf-config", yaml_path)
+    assert result.exit_code == 0, result.stderr
+    theirs, ours = _tensors(source), _tensors(back)
+    assert set(ours) == set(theirs) and all(_bits(ours[k]) == _bits(v) for k, v in theirs.items())
+    original = json.loads((source / "config.json").read_text())
+    config = json.loads((back / "config.json").read_text())
+    for key in ("architectures", "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "intermediate_size", "vocab_size", "max_position_embeddings", "rope_theta",
+                "rms_norm_eps", "tie_word_embeddings", "torch_dtype", "bos_token_id", "pad_token_id"):
+        assert config[key] == original[key], key
+    if original.get("rope_scaling"):
+        assert {k: config["rope_scaling"][k] for k in original["rope_scaling"]} == original["rope_scaling"]
+    assert _greedy(back) == _greedy(source)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mindie_pack.builder.hf_model import HFModel, load_hf_model
+from mindie_pack.builder.mf_yaml import hf_folder_from_mindformers_yaml, is_mindformers_yaml
 from mindie_pack.errors import PackError
 from mindie_pack.models import TensorSpec
 from mindie_pack.weights.hf_source import HFWeights
@@ -59,18 +60,24 @@ class OpenedInput:
         return data
 
 
+def _config_model(hf_config: Path) -> HFModel:
+    if is_mindformers_yaml(hf_config):
+        return load_hf_model(hf_folder_from_mindformers_yaml(hf_config))
+    return load_hf_model(hf_config)
+
+
 def input_model(options: InputOptions) -> HFModel:
-    """The HF config (and tokenizer folder) of the input."""
+    """The HF config (and tokenizer folder) of the input: an HF folder, or a MindFormers yaml read back."""
     if is_mindspore_input(options.model):
         if options.hf_config is None:
             raise PackError(f"{options.model}: a MindSpore checkpoint carries no config; pass --hf-config DIR (the "
                             "Hugging Face config.json and tokenizer it belongs to)")
-        return load_hf_model(options.hf_config)
+        return _config_model(options.hf_config)
     if options.strategy is not None:
         raise PackError(f"--strategy {options.strategy}: only for MindSpore rank folders, and {options.model} is a "
                         "Hugging Face folder")
     if options.hf_config is not None:
-        return load_hf_model(options.hf_config)
+        return _config_model(options.hf_config)
     return load_hf_model(options.model)
 
 

@@ -21,7 +21,7 @@ from mindie_pack.spec import DEFAULT_SPEC_NAME, Spec, load_spec, write_spec
 console = Console(stderr=True, highlight=False)
 
 # Options for inputs other than an HF folder (shared with `export`).
-HF_CONFIG_HELP = "HF folder with config.json + tokenizer that a MindSpore .ckpt input belongs to."
+HF_CONFIG_HELP = "HF folder (config.json + tokenizer), or MindFormers yaml, that a MindSpore .ckpt input belongs to."
 STRATEGY_HELP = "Strategy file or folder of a MindFormers training output (default: OUTPUT/strategy)."
 LORA_HELP = "Hugging Face PEFT LoRA adapter folder to merge into the weights."
 KEEP_HELP = "Keep tensors matching this glob that would be dropped as training state (repeatable)."
