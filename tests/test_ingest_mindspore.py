@@ -205,3 +205,21 @@ def test_bfloat16_training_output_is_merged_bit_exactly(cli, trained: Trained, t
     back = tmp_path / "hf-bf16"
     assert cli("export", run, "--output", back, "--hf-config", trained.hf, "--dtype", "bfloat16").exit_code == 0
     assert json.loads((back / "config.json").read_text())["torch_dtype"] == "bfloat16"
+
+
+def test_build_refuses_keep_and_uses_the_latest_step(cli, trained: Trained, outputs: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    line = _refused(cli, tmp_path / "o", "build", "--model", trained.ckpt, "--hf-config", trained.hf,
+                    "--output", tmp_path / "o", "--keep", "global_step")
+    assert "--keep: global_step" in line and "mindie-pack export" in line
+    run = tmp_path / "run"
+    shutil.copytree(outputs["tp2-dp2-optshard"], run)
+    for rank in range(4):  # an older step next to each rank's file: step 9 < step 10 (not lexicographic)
+        folder = run / "checkpoint" / f"rank_{rank}"
+        (folder / f"llama_rank_{rank}-1_1.ckpt").rename(folder / f"llama_rank_{rank}-1_10.ckpt")
+        (folder / f"llama_rank_{rank}-1_9.ckpt").write_bytes(b"not read")
+    out = tmp_path / "hf-out"
+    result = cli("export", run, "--output", out, "--hf-config", trained.hf)
+    assert result.exit_code == 0, result.stderr
+    assert "using the latest step llama_rank_0-1_10.ckpt" in result.stderr
+    _assert_equals_trained(out, trained)

@@ -11,7 +11,7 @@ from typing import Any
 
 from mindie_pack.builder.convert import check_sources, convert_to_ranks, source_bytes
 from mindie_pack.builder.hf_model import HFModel, read_json, resolve_dtype
-from mindie_pack.builder.inputs import InputOptions, extra_specs, input_model, open_input
+from mindie_pack.builder.inputs import InputOptions, input_model, open_input
 from mindie_pack.builder.manifest import build_manifest, hash_in_background, write_manifest
 from mindie_pack.builder.options import PROFILES, BuildOptions
 from mindie_pack.builder.staging import FILE_MODE, StagedDirectory
@@ -118,9 +118,12 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
     progress = progress or BuildProgress()
     plan = plan_build(options)
     opened = open_input(_input_options(options), plan.model)
+    if opened.extras:
+        raise PackError(f"--keep: {', '.join(opened.extras[:3])}{' …' if len(opened.extras) > 3 else ''} would be "
+                        "kept, but a MindIE model directory holds only the network's parameters (MindSpore's "
+                        "strict load and verify refuse others); keep training state with `mindie-pack export`")
     weights = opened.weights
-    check_sources(opened.model_weights(), plan.specs, plan.model.family, plan.model.dims)
-    specs = plan.specs + extra_specs(opened)
+    check_sources(weights, plan.specs, plan.model.family, plan.model.dims)
     if plan.options.profile == "mf-safetensors" and not isinstance(weights, HFWeights):
         raise PackError(f"{options.model_dir}: profile mf-safetensors links HF safetensors as they are; build a "
                         "MindSpore checkpoint or a LoRA merge with --profile mf-ckpt (or `mindie-pack export` it to "
@@ -153,16 +156,16 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
             tensors = {"count": len(weights.entries), "format": "safetensors"}
         else:
             progress.stage("converting weights")
-            progress.start(source_bytes(weights, specs))
+            progress.start(source_bytes(weights, plan.specs))
             rank_files = convert_to_ranks(
-                weights, specs, plan.tp_plan.tp, root / WEIGHTS_DIR, crc=options.crc, progress=progress.advance
+                weights, plan.specs, plan.tp_plan.tp, root / WEIGHTS_DIR, crc=options.crc, progress=progress.advance
             )
             known_hashes.update({f.path: f.sha256 for f in rank_files})
             tensors = {
-                "count": len(specs),
+                "count": len(plan.specs),
                 "format": "ckpt",
                 "per_rank_bytes": [f.size for f in rank_files],
-                "split": {spec.target: spec.split_axis for spec in specs},
+                "split": {spec.target: spec.split_axis for spec in plan.specs},
             }
         if opened.kind != "hf" or options.lora is not None:
             tensors["input"] = opened.summary()

@@ -15,11 +15,9 @@ from typing import Any
 from mindie_pack.builder.hf_model import HFModel, load_hf_model
 from mindie_pack.builder.mf_yaml import hf_folder_from_mindformers_yaml, is_mindformers_yaml
 from mindie_pack.errors import PackError
-from mindie_pack.models import TensorSpec
 from mindie_pack.weights.hf_source import HFWeights
 from mindie_pack.weights.lora import LoraMergedWeights, peft_deltas
 from mindie_pack.weights.mf_source import is_mindspore_input, open_mindformers
-from mindie_pack.weights.tensor_source import ComputedWeights
 from mindie_pack.weights.training_state import FilterReport
 
 
@@ -42,16 +40,6 @@ class OpenedInput:
     extras: list[str] = field(default_factory=list)
     report: FilterReport | None = None
     notes: list[str] = field(default_factory=list)
-
-    def model_weights(self) -> Any:
-        """The source without the --keep extras (what the family's tensor plan is checked against)."""
-        if not self.extras:
-            return self.weights
-        view = ComputedWeights(self.weights.model_dir, list(self.weights.files))
-        for entry in self.weights.iter_entries():
-            if entry.name not in self.extras:
-                view.add(entry, lambda name=entry.name: self.weights.read(name))
-        return view
 
     def summary(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.kind, "files": [str(f) for f in self.files]}
@@ -99,12 +87,3 @@ def open_input(options: InputOptions, model: HFModel) -> OpenedInput:
         result.files += [options.lora / "adapter_config.json", options.lora / "adapter_model.safetensors"]
         result.notes.append(f"merged the PEFT LoRA adapter {options.lora} into {len(deltas)} weights")
     return result
-
-
-def extra_specs(opened: OpenedInput) -> list[TensorSpec]:
-    """--keep tensors that are not model weights: written as they are, replicated on every rank."""
-    specs = []
-    for name in opened.extras:
-        entry = opened.weights.entries[name]
-        specs.append(TensorSpec(name, name, entry.shape, entry.dtype, None))
-    return specs
