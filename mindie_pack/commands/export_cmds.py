@@ -9,7 +9,14 @@ import typer
 from rich.console import Console
 
 from mindie_pack.builder.inputs import InputOptions
-from mindie_pack.commands.build_cmds import HF_CONFIG_HELP, KEEP_HELP, LORA_HELP, STRATEGY_HELP, TRAIN_YAML_HELP
+from mindie_pack.commands.build_cmds import (
+    HF_CONFIG_HELP,
+    KEEP_HELP,
+    LORA_HELP,
+    STRATEGY_HELP,
+    TRAIN_YAML_HELP,
+    _progress_bar,
+)
 from mindie_pack.errors import PackError
 
 console = Console(stderr=True, highlight=False)
@@ -36,7 +43,13 @@ def export(
     if to != "hf":
         raise PackError(f"--to {to!r}: only 'hf' is supported")
     inputs = InputOptions(source, hf_config, strategy, lora, tuple(keep), train_yaml)
-    result = export_hf(source, output, inputs=inputs, dtype=dtype, force=force, shard_bytes=shard_size)
+    bar, hooks = _progress_bar(not as_json and console.is_terminal)
+    if bar is not None:
+        with bar:
+            result = export_hf(source, output, inputs=inputs, dtype=dtype, force=force, shard_bytes=shard_size,
+                               progress=hooks)
+    else:
+        result = export_hf(source, output, inputs=inputs, dtype=dtype, force=force, shard_bytes=shard_size)
     summary = result.summary()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

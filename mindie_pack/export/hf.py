@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mindie_pack.builder.assemble import BuildProgress
 from mindie_pack.builder.hf_model import HFModel
 from mindie_pack.builder.inputs import InputOptions, input_model, open_input
 from mindie_pack.builder.manifest import MANIFEST_NAME
@@ -79,8 +79,9 @@ def export_hf(
     dtype: str | None = None,
     force: bool = False,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
-    progress: Callable[[int], None] | None = None,
+    progress: BuildProgress | None = None,
 ) -> ExportResult:
+    progress = progress or BuildProgress()
     inputs = inputs or InputOptions(source)
     notes: list[str] = []
     report: dict[str, Any] = {}
@@ -117,6 +118,8 @@ def export_hf(
     shards = _shard(layout, shard_bytes)
     final = output.absolute()
     files: list[dict[str, Any]] = []
+    progress.stage("exporting weights")
+    progress.start(sum(_nbytes(item) for item in layout))
     with StagedDirectory(final, force=force) as staging:
         assert staging.path is not None
         root = staging.path
@@ -132,8 +135,7 @@ def export_hf(
                         tensor = cast(tensor, want)
                     writer.write(name, tensor)
                     weight_map[name] = file_name
-                    if progress:
-                        progress(tensor.array.nbytes)
+                    progress.advance(tensor.array.nbytes)
                 total += writer.data_bytes
             files.append({"path": file_name, "size": (root / file_name).stat().st_size})
         if len(shards) > 1:
@@ -171,12 +173,17 @@ def _shard(layout: Layout, limit: int) -> list[Layout]:
     shards: list[Layout] = [[]]
     size = 0
     for item in layout:
-        nbytes = item[1].info.itemsize
-        for dim in item[2]:
-            nbytes *= dim
+        nbytes = _nbytes(item)
         if shards[-1] and size + nbytes > limit:
             shards.append([])
             size = 0
         shards[-1].append(item)
         size += nbytes
     return shards
+
+
+def _nbytes(item: tuple[str, DType, tuple[int, ...]]) -> int:
+    nbytes = item[1].info.itemsize
+    for dim in item[2]:
+        nbytes *= dim
+    return nbytes
