@@ -223,3 +223,17 @@ def test_build_refuses_keep_and_uses_the_latest_step(cli, trained: Trained, outp
     assert result.exit_code == 0, result.stderr
     assert "using the latest step llama_rank_0-1_10.ckpt" in result.stderr
     _assert_equals_trained(out, trained)
+
+
+def test_model_zoo_folder_with_config_and_ckpt(cli, trained: Trained, tmp_path: Path) -> None:
+    """A zoo download: config.json, tokenizer and the complete .ckpt in one folder; no --hf-config needed."""
+    zoo = tmp_path / "zoo"
+    shutil.copytree(trained.hf, zoo, ignore=shutil.ignore_patterns("*.safetensors"))
+    shutil.copyfile(trained.ckpt, zoo / "qwen_tiny.ckpt")
+    out = tmp_path / "hf-out"
+    result = cli("export", zoo, "--output", out)
+    assert result.exit_code == 0, result.stderr
+    _assert_equals_trained(out, trained)
+    built = tmp_path / "built"
+    assert cli("build", "--model", zoo, "--tp", 2, "--output", built).exit_code == 0
+    assert cli("verify", built, "--reference", trained.oracle_hf).exit_code == 0

@@ -57,6 +57,8 @@ def _config_model(hf_config: Path) -> HFModel:
 def input_model(options: InputOptions) -> HFModel:
     """The HF config (and tokenizer folder) of the input: an HF folder, or a MindFormers yaml read back."""
     if is_mindspore_input(options.model):
+        if options.hf_config is None and (options.model / "config.json").is_file():
+            return load_hf_model(options.model)  # a model zoo folder: config, tokenizer and the .ckpt together
         if options.hf_config is None:
             raise PackError(f"{options.model}: a MindSpore checkpoint carries no config; pass --hf-config DIR (the "
                             "Hugging Face config.json and tokenizer it belongs to)")

@@ -44,14 +44,16 @@ def _natural_key(path: Path) -> list[object]:
 
 
 def is_mindspore_input(path: Path) -> bool:
-    """A .ckpt file, or a folder that holds rank_*/ folders (directly or under checkpoint/)."""
+    """A .ckpt file, or a folder without HF weights that holds rank_*/ folders or a .ckpt (directly or under
+    checkpoint/)."""
     if path.is_file():
         return path.suffix == ".ckpt"
-    if not path.is_dir() or (path / "config.json").is_file() and not (path / "checkpoint").is_dir():
+    if not path.is_dir():
+        return False
+    if any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin")):
         return False
     root = path / "checkpoint" if (path / "checkpoint").is_dir() else path
-    return any(_RANK_DIR.fullmatch(p.name) for p in root.iterdir() if p.is_dir()) or \
-        (not (path / "config.json").exists() and any(root.glob("*.ckpt")))
+    return any(_RANK_DIR.fullmatch(p.name) for p in root.iterdir() if p.is_dir()) or any(root.glob("*.ckpt"))
 
 
 def discover(path: Path, strategy: Path | None = None) -> MFLayout:
