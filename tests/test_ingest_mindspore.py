@@ -237,3 +237,34 @@ def test_model_zoo_folder_with_config_and_ckpt(cli, trained: Trained, tmp_path: 
     built = tmp_path / "built"
     assert cli("build", "--model", zoo, "--tp", 2, "--output", built).exit_code == 0
     assert cli("verify", built, "--reference", trained.oracle_hf).exit_code == 0
+
+
+def test_json_strategy_files(cli, trained: Trained, outputs: dict[str, Path], tmp_path: Path) -> None:
+    """MindSpore also writes strategies as .json (strategy_ckpt_config save_file *.json): same merge."""
+    from mindspore.train import node_strategy_pb2
+
+    run = tmp_path / "run"
+    shutil.copytree(outputs["pp2-tp2"], run)
+    for proto in sorted((run / "strategy").glob("*.ckpt")):
+        parsed = node_strategy_pb2.ParallelStrategyMap()
+        parsed.ParseFromString(proto.read_bytes())
+        as_json = {
+            "current_stage": parsed.current_stage,
+            "parallel_strategy_item": {item.node_name: {"stage": item.parallel_strategys.stage,
+                                                        "parallel_strategy": [list(s.dim) for s in
+                                                                              item.parallel_strategys.parallel_strategy]}
+                                       for item in parsed.parallel_strategy_item},
+            "parallel_layout_item": {item.param_name: {
+                "dev_matrix": list(item.parallel_layouts.dev_matrix[0].dim),
+                "tensor_map": list(item.parallel_layouts.tensor_map[0].dim),
+                "param_split_shape": [], "indices_offset": [], "field": item.parallel_layouts.field,
+                "opt_weight_shard_step": item.parallel_layouts.opt_weight_shard_step,
+                "opt_weight_shard_size": item.parallel_layouts.opt_weight_shard_size,
+            } for item in parsed.parallel_layout_item},
+        }
+        proto.with_suffix(".json").write_text(json.dumps(as_json))
+        proto.unlink()
+    out = tmp_path / "hf-out"
+    result = cli("export", run, "--output", out, "--hf-config", trained.hf)
+    assert result.exit_code == 0, result.stderr
+    _assert_equals_trained(out, trained)
