@@ -26,14 +26,13 @@ import numpy as np
 import yaml
 
 from mindie_pack.errors import PackError
-from mindie_pack.weights.dtypes import RawTensor, cast, to_float32
+from mindie_pack.weights.dtypes import DType, RawTensor, cast, to_float32
 from mindie_pack.weights.hf_source import HFWeights, TensorEntry
 
 MINDPET_SUFFIXES = {
     "a": (".mindpet_delta_lora_a", ".lora_a", ".lora_a.weight"),
     "b": (".mindpet_delta_lora_b", ".lora_b", ".lora_b.weight"),
 }
-PEFT_PREFIX = "base_model.model."
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,6 @@ class LoraDelta:
         if self.transpose:
             delta = delta.T
         merged = to_float32(base).astype(np.float32) + np.float32(self.scale) * delta
-        from mindie_pack.weights.dtypes import DType
-
         return cast(RawTensor(DType.FLOAT32, np.ascontiguousarray(merged, dtype=np.float32)), base.dtype)
 
 
@@ -170,9 +167,7 @@ def peft_deltas(adapter_dir: Path, base_shapes: dict[str, tuple[int, ...]]) -> d
     if not weights_path.is_file():
         raise PackError(f"{weights_path}: missing (adapter_model.bin is not read; save the adapter with "
                         "safe_serialization=True)")
-    adapter = HFWeights.__new__(HFWeights)
-    adapter.model_dir, adapter.files, adapter.entries, adapter._bin_state = adapter_dir, [], {}, {}
-    adapter._add_safetensors(weights_path)
+    adapter = HFWeights(adapter_dir)  # reads every *.safetensors of the folder: adapter_model.safetensors
     pairs: dict[str, dict[str, TensorEntry]] = {}
     for entry in adapter.iter_entries():
         match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", entry.name)

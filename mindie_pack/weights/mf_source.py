@@ -10,6 +10,7 @@ through the family's tensor plan (models/, the same table the build uses forward
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,9 +178,10 @@ class RankedCheckpoint:
         if layout is None:
             file, record = self.first_record(name)
             tensor = read_record(file, record)
+            digest = _digest(tensor)
             for rank in holders[1:]:  # not in the strategy: every copy must be the same
                 other = read_record(self.layout.rank_files[rank], self.indexes[rank][name])
-                if other.array.tobytes() != tensor.array.tobytes():
+                if _digest(other) != digest:
                     raise PackError(f"{self.layout.rank_files[rank]}: tensor {name!r} is not in the strategy and "
                                     f"differs from {file}'s copy (cannot tell how it was split)")
             return tensor
@@ -194,6 +196,11 @@ class RankedCheckpoint:
             raise PackError(f"{self.strategy.files[0]}: cannot merge tensor {name!r} from "
                             f"{self.layout.rank_files[base].parent.parent} ({layout.describe()}): {exc}") from None
         return RawTensor(dtype, np.ascontiguousarray(merged.view(dtype.info.storage)))
+
+
+def _digest(tensor: RawTensor) -> bytes:
+    array = np.ascontiguousarray(tensor.array)
+    return hashlib.sha256(memoryview(array.reshape(-1).view(np.uint8)) if array.size else b"").digest()
 
 
 @dataclass
