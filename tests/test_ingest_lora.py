@@ -175,6 +175,10 @@ def test_mindpet_lora_in_a_sharded_training_output(cli, mindpet_case: dict[str, 
     result = cli("export", run, "--output", sharded, "--hf-config", mindpet_case["hf"])
     assert result.exit_code == 0, result.stderr
     assert (single / "model.safetensors").read_bytes() == (sharded / "model.safetensors").read_bytes()
+    built = tmp_path / "built"  # merged before sharding: the tp 2 rank files are slices of the merged weights
+    result = cli("build", "--model", run, "--hf-config", mindpet_case["hf"], "--tp", 2, "--output", built)
+    assert result.exit_code == 0, result.stderr
+    assert cli("verify", built, "--reference", single).exit_code == 0
 
 
 def test_mindpet_lora_that_does_not_match_its_config(cli, mindpet_case: dict[str, object], tmp_path: Path) -> None:
