@@ -130,3 +130,16 @@ def test_ckpt_with_a_mindformers_yaml_as_its_config(cli, tiny_models: Callable[.
     if original.get("rope_scaling"):
         assert {k: config["rope_scaling"][k] for k in original["rope_scaling"]} == original["rope_scaling"]
     assert _greedy(back) == _greedy(source)
+
+
+def test_llm_boost_profile_round_trip(cli, tiny_models: Callable[..., Path], tmp_path: Path) -> None:
+    source = tiny_models(family="llama")
+    checkout = write_mindformers_checkout(tmp_path / "mf")
+    built, back = tmp_path / "built", tmp_path / "back"
+    assert cli("build", "--model", source, "--tp", 2, "--profile", "llm-boost", "--mindformers-src", checkout,
+               "--output", built).exit_code == 0
+    result = cli("export", built, "--output", back, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["source"] == "built (llm-boost, tp 2)"
+    theirs, ours = _tensors(source), _tensors(back)
+    assert set(ours) == set(theirs) and all(_bits(ours[k]) == _bits(v) for k, v in theirs.items())

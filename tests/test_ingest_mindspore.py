@@ -4,8 +4,9 @@ The inputs are made by real MindSpore on CPU (tests/ingest_helpers.py): a MindFo
 step with nn.AdamWeightDecay and saved with mindspore.save_checkpoint; rank files split from it by
 mindspore.transform_checkpoints. The strategy files are built with MindSpore's own protobuf classes
 (mindspore.train.node_strategy_pb2), because a real one cannot be produced on CPU: compiling a semi-auto-parallel
-graph there fails with "Invalid backend: CPU" (mindspore-ckpt.md §3.3). The oracle is MindSpore's own view of the trained parameters
-(mindspore.load_checkpoint of the complete checkpoint), mapped to HF names by the test's own table.
+graph there fails with "Invalid backend: CPU" (mindspore-ckpt.md §3.3). The oracle is MindSpore's own view of
+the trained parameters (mindspore.load_checkpoint of the complete checkpoint), mapped to HF names by the test's
+own table.
 """
 
 from __future__ import annotations
