@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from mindie_pack.builder.convert import check_sources, convert_to_ranks, source_bytes
-from mindie_pack.builder.hf_model import HFModel, load_hf_model, read_json, resolve_dtype
+from mindie_pack.builder.hf_model import HFModel, read_json, resolve_dtype
 from mindie_pack.builder.hf_profile import HF_PROFILES, build_hf_model_dir
+from mindie_pack.builder.inputs import InputOptions, input_model, open_input
 from mindie_pack.builder.manifest import build_manifest, hash_in_background, write_manifest
 from mindie_pack.builder.options import PROFILES, BuildOptions
 from mindie_pack.builder.staging import FILE_MODE, StagedDirectory
@@ -74,7 +75,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     """Everything that can be refused is refused here, before anything is written."""
     if options.profile not in PROFILES:
         raise PackError(f"--profile {options.profile!r}: expected one of {', '.join(PROFILES)}")
-    model = load_hf_model(options.model_dir)
+    model = input_model(_input_options(options))
     family = model.family
     if options.profile == "mf-safetensors" and family.name not in MCORE_FAMILIES:
         raise PackError(
@@ -119,8 +120,17 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
     if options.profile in HF_PROFILES:  # atb / torch: no MindSpore conversion
         return build_hf_model_dir(options, progress)
     plan = plan_build(options)
-    weights = HFWeights(plan.model.path)
+    opened = open_input(_input_options(options), plan.model)
+    if opened.extras:
+        raise PackError(f"--keep: {', '.join(opened.extras[:3])}{' …' if len(opened.extras) > 3 else ''} would be "
+                        "kept, but a MindIE model directory holds only the network's parameters (MindSpore's "
+                        "strict load and verify refuse others); keep training state with `mindie-pack export`")
+    weights = opened.weights
     check_sources(weights, plan.specs, plan.model.family, plan.model.dims)
+    if plan.options.profile == "mf-safetensors" and not isinstance(weights, HFWeights):
+        raise PackError(f"{options.model_dir}: profile mf-safetensors links HF safetensors as they are; build a "
+                        "MindSpore checkpoint or a LoRA merge with --profile mf-ckpt (or `mindie-pack export` it to "
+                        "an HF folder first)")
     if plan.options.profile == "mf-safetensors" and weights.files[0].suffix != ".safetensors":
         raise PackError(f"{weights.files[0]}: profile mf-safetensors needs safetensors weights; use --profile mf-ckpt")
     final_dir = options.output_dir.absolute()
@@ -128,7 +138,7 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
         assert staging.path is not None
         root = staging.path
         known_hashes: dict[Path, str] = {}
-        inputs = sorted({plan.model.config_path, *weights.files, *plan.tokenizer.files, *plan.research_files})
+        inputs = sorted({plan.model.config_path, *opened.files, *plan.tokenizer.files, *plan.research_files})
         input_hashes = hash_in_background(inputs)
         progress.stage("copying config and tokenizer")
         _copy_metadata(plan, root)
@@ -160,6 +170,8 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
                 "per_rank_bytes": [f.size for f in rank_files],
                 "split": {spec.target: spec.split_axis for spec in plan.specs},
             }
+        if opened.kind != "hf" or options.lora is not None:
+            tensors["input"] = opened.summary()
         progress.stage("hashing inputs and outputs")
         known_hashes.update(input_hashes.result())
         manifest = build_manifest(
@@ -189,7 +201,12 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
         )
         write_manifest(root, manifest)
         staging.commit()
-    return BuildResult(output_dir=final_dir, manifest=manifest, notes=list(plan.tp_plan.notes))
+    return BuildResult(output_dir=final_dir, manifest=manifest, notes=[*opened.notes, *plan.tp_plan.notes])
+
+
+def _input_options(options: BuildOptions) -> InputOptions:
+    return InputOptions(options.model_dir, options.hf_config, options.strategy, options.lora, tuple(options.keep),
+                        options.train_yaml)
 
 
 def _safe_name(name: str) -> str:

@@ -25,6 +25,12 @@ class BuildOptions:
     seq_length: int | None = None
     crc: bool = False
     mindie_version: str | None = None  # atb/torch: the release whose rules apply (default 3.0.0)
+    # Inputs other than an HF folder (builder/inputs.py): MindSpore .ckpt / training output, PEFT LoRA.
+    hf_config: Path | None = None
+    strategy: Path | None = None
+    lora: Path | None = None
+    keep: tuple[str, ...] = ()
+    train_yaml: Path | None = None
 
     def as_manifest(self) -> dict[str, Any]:
         data = asdict(self)

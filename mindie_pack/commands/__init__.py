@@ -11,9 +11,10 @@ from mindie_pack.commands import (
     deploy_cmds,
     emulator_cmds,
     env_cmds,
+    export_cmds,
     k8s_cmds,
     runtime_cmds,
 )
 
 COMMAND_MODULES = (build_cmds, runtime_cmds, config_cmds, env_cmds, deploy_cmds, client_cmds, emulator_cmds,
-                   chat_cmds, k8s_cmds)
+                   export_cmds, chat_cmds, k8s_cmds)

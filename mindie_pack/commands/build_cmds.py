@@ -21,6 +21,13 @@ if TYPE_CHECKING:  # the work happens in the commands: `--help` imports none of 
 
 console = Console(stderr=True, highlight=False)
 
+# Options for inputs other than an HF folder (shared with `export`).
+HF_CONFIG_HELP = "HF folder (config.json + tokenizer), or MindFormers yaml, that a MindSpore .ckpt input belongs to."
+STRATEGY_HELP = "Strategy file or folder of a MindFormers training output (default: OUTPUT/strategy)."
+LORA_HELP = "Hugging Face PEFT LoRA adapter folder to merge into the weights."
+KEEP_HELP = "Keep tensors matching this glob that would be dropped as training state (repeatable)."
+TRAIN_YAML_HELP = "MindFormers training yaml (its pet_config gives LoRA rank, alpha and targets)."
+
 
 def _options_from_spec(spec: Spec) -> dict[str, Any]:
     model = spec.section("model")
@@ -61,7 +68,8 @@ def _progress_bar(enabled: bool) -> tuple[Progress | None, BuildProgress]:
 
 def build(
     model: Path | None = typer.Option(None, "--model",
-                                      help="Hugging Face model folder (default: from mindie-pack.yaml)."),
+                                      help="Hugging Face model folder, MindSpore .ckpt or MindFormers training "
+                                           "output (default: from mindie-pack.yaml)."),
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="Model directory to write (MindIE modelWeightPath)."),
     tp: int | None = typer.Option(None, "--tp", min=1, help="Tensor-parallel degree = MindIE worldSize (default 1)."),
@@ -79,6 +87,11 @@ def build(
     spec_path: Path | None = typer.Option(None, "--spec", help=f"Deployment spec (default ./{DEFAULT_SPEC_NAME})."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output (once the new one is complete)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
+    hf_config: Path | None = typer.Option(None, "--hf-config", help=HF_CONFIG_HELP),
+    strategy: Path | None = typer.Option(None, "--strategy", help=STRATEGY_HELP),
+    lora: Path | None = typer.Option(None, "--lora", help=LORA_HELP),
+    keep: list[str] = typer.Option([], "--keep", help=KEEP_HELP),
+    train_yaml: Path | None = typer.Option(None, "--train-yaml", help=TRAIN_YAML_HELP),
 ) -> None:
     """Write the model directory MindIE's ms backend loads: config, yaml, tokenizer, sharded weights, manifest."""
     from mindie_pack.builder.assemble import build_model_dir
@@ -89,7 +102,8 @@ def build(
         values = _options_from_spec(load_spec(spec_path))
     overrides = {"model_dir": model, "output_dir": output, "tp": tp, "dtype": dtype, "profile": profile,
                  "name": name, "mindformers_src": mindformers_src, "vocab_emb_dp": vocab_emb_dp,
-                 "seq_length": seq_length, "mindie_version": mindie_version}
+                 "seq_length": seq_length, "mindie_version": mindie_version, "hf_config": hf_config,
+                 "strategy": strategy, "lora": lora, "keep": tuple(keep) or None, "train_yaml": train_yaml}
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("output_dir") is None:
         raise PackError("--output is required (or model.output in the spec)")

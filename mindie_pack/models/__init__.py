@@ -6,7 +6,16 @@ from typing import Any
 
 from mindie_pack.errors import PackError
 from mindie_pack.models.baichuan2 import Baichuan2Family
-from mindie_pack.models.base import ModelDims, ModelFamily, TensorSpec, TokenizerChoice, TpPlan
+from mindie_pack.models.base import (
+    HFTensorParts,
+    ModelDims,
+    ModelFamily,
+    TensorSpec,
+    TokenizerChoice,
+    TpPlan,
+    hf_tensor_parts,
+    mf_to_hf_names,
+)
 from mindie_pack.models.llama import LlamaFamily
 from mindie_pack.models.qwen2 import Qwen2Family
 from mindie_pack.models.qwen3 import Qwen3Family
@@ -31,6 +40,7 @@ def family_by_name(name: str) -> ModelFamily:
 
 
 __all__ = [
-    "FAMILIES", "ModelDims", "ModelFamily", "TensorSpec", "TokenizerChoice", "TpPlan",
+    "FAMILIES", "HFTensorParts", "ModelDims", "ModelFamily", "TensorSpec", "TokenizerChoice", "TpPlan",
+    "hf_tensor_parts", "mf_to_hf_names",
     "detect_family", "family_by_name",
 ]

@@ -275,3 +275,32 @@ class ModelFamily:
 
     def extra_model_config(self, dims: ModelDims) -> dict[str, Any]:
         return {}
+
+
+# -- the reverse direction: MindFormers -> HF (export and MindFormers input) ----------------------------------
+
+
+@dataclass(frozen=True)
+class HFTensorParts:
+    """One HF tensor and the MindFormers tensors it is made of (concatenated on axis 0 in order)."""
+
+    source: str  # HF tensor name
+    shape: tuple[int, ...]  # HF shape
+    parts: tuple[TensorSpec, ...]  # usually one; Baichuan2's W_pack is wq, wk, wv
+
+
+def hf_tensor_parts(specs: list[TensorSpec]) -> list[HFTensorParts]:
+    """Invert a family's tensor plan (the single source of the name mapping): HF tensor -> its MF pieces."""
+    grouped: dict[str, list[TensorSpec]] = {}
+    for spec in specs:
+        grouped.setdefault(spec.source, []).append(spec)
+    out = []
+    for source, parts in grouped.items():
+        ordered = sorted(parts, key=lambda s: s.source_rows[0] if s.source_rows else 0)
+        out.append(HFTensorParts(source, ordered[0].expected_source_shape, tuple(ordered)))
+    return out
+
+
+def mf_to_hf_names(specs: list[TensorSpec]) -> dict[str, str]:
+    """MindFormers parameter name -> the HF tensor it comes from (or is a row block of)."""
+    return {spec.target: spec.source for spec in specs}

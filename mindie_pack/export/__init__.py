@@ -1,0 +1,1 @@
+"""Back to Hugging Face: `mindie-pack export SRC --to hf`."""
