@@ -48,6 +48,8 @@ def _family(path: Path, arch: str, config: dict[str, Any], tokenizer_type: str |
             vocab_emb_dp: bool | None) -> ModelFamily:
     matches = []
     for family in FAMILIES:
+        if not family.ms_backend:  # a MindFormers legacy yaml is never a family without a legacy network (Qwen3)
+            continue
         candidate = {**config, "architectures": [family.architectures[0]], "model_type": family.model_types[0]}
         try:
             dims = family.dims(candidate)
