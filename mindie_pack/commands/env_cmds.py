@@ -134,7 +134,8 @@ def doctor(
     config_path: Path | None = typer.Option(None, "--config", help="A config.json to check (file rules)."),
     model_dir: Path | None = typer.Option(None, "--model-dir", help="A built model directory to check."),
     world_size: int | None = typer.Option(None, "--world-size", min=1),
-    ports: str | None = typer.Option(None, "--ports", help="Ports that must be free, e.g. 1025,1026,1027 (\"\": none)."),
+    ports: str | None = typer.Option(None, "--ports",
+                                     help="Ports that must be free, e.g. 1025,1026,1027 (\"\": none)."),
     backend: str | None = typer.Option(None, "--backend", help="atb or torch: check for MindIE's atb/torch path "
                                        "(default: ms, or atb when the model dir was built for it)."),
     mindie_python: Path | None = typer.Option(None, "--mindie-python", help="MindIE 3.0: the Python with mindie_llm."),
