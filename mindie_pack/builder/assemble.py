@@ -11,9 +11,9 @@ from typing import Any
 
 from mindie_pack.builder.convert import check_sources, convert_to_ranks, source_bytes
 from mindie_pack.builder.hf_model import HFModel, load_hf_model, read_json, resolve_dtype
-from mindie_pack.builder.manifest import build_manifest, hash_in_background, write_manifest
+from mindie_pack.builder.manifest import BackgroundHashes, build_manifest, write_manifest
 from mindie_pack.builder.options import PROFILES, BuildOptions
-from mindie_pack.builder.staging import FILE_MODE, StagedDirectory
+from mindie_pack.builder.staging import FILE_MODE, StagedDirectory, terminate_as_interrupt
 from mindie_pack.builder.tokenizer import TokenizerPlan, plan_tokenizer, research_file
 from mindie_pack.builder.yaml_render import YamlInputs, render_yaml, resolve_seq_length
 from mindie_pack.errors import PackError
@@ -74,6 +74,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     if options.profile not in PROFILES:
         raise PackError(f"--profile {options.profile!r}: expected one of {', '.join(PROFILES)}")
     model = load_hf_model(options.model_dir)
+    check_output_path(options.model_dir, options.output_dir, force=options.force)
     family = model.family
     if options.profile == "mf-safetensors" and family.name not in MCORE_FAMILIES:
         raise PackError(
@@ -113,20 +114,48 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     )
 
 
+def check_output_path(model_dir: Path, output_dir: Path, *, force: bool) -> None:
+    """Refuse an output that would destroy the source: the model folder itself, a folder containing it,
+    or (with --force, which replaces what is there) a folder inside it."""
+    model, output = model_dir.resolve(), output_dir.resolve()
+    if output == model:
+        raise PackError(f"--output {output_dir}: is the --model folder itself; the build would replace its source "
+                        "(choose another output folder)")
+    if output in model.parents:
+        raise PackError(f"--output {output_dir}: contains the --model folder {model_dir}; the build would replace "
+                        "its source (choose a folder outside it)")
+    if model in output.parents and force and (output.exists() or output.is_symlink()):
+        raise PackError(f"--output {output_dir}: is inside the --model folder {model_dir}; --force would replace "
+                        "part of the source (choose a folder outside it)")
+
+
 def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None) -> BuildResult:
-    progress = progress or BuildProgress()
+    """Plan, then write the model directory; SIGTERM is handled like Ctrl-C (nothing is left behind), and an
+    OSError on the output side is one line naming the path."""
+    with terminate_as_interrupt():
+        try:
+            return _build(options, progress or BuildProgress())
+        except OSError as exc:
+            where = exc.filename or options.output_dir
+            raise PackError(f"{where}: {exc.strerror or exc} (while writing {options.output_dir})") from exc
+
+
+def _build(options: BuildOptions, progress: BuildProgress) -> BuildResult:
     plan = plan_build(options)
     weights = HFWeights(plan.model.path)
     check_sources(weights, plan.specs, plan.model.family, plan.model.dims)
     if plan.options.profile == "mf-safetensors" and weights.files[0].suffix != ".safetensors":
         raise PackError(f"{weights.files[0]}: profile mf-safetensors needs safetensors weights; use --profile mf-ckpt")
     final_dir = options.output_dir.absolute()
-    with StagedDirectory(final_dir, force=options.force) as staging:
+    inputs = sorted({plan.model.config_path, *weights.files, *plan.tokenizer.files, *plan.research_files})
+    converting = options.profile != "mf-safetensors"
+    # The converter hashes the safetensors it reads; the rest is hashed alongside, and cancelled on failure.
+    streamed = {f for f in weights.files if f.suffix == ".safetensors"} if converting else set()
+    with StagedDirectory(final_dir, force=options.force) as staging, \
+            BackgroundHashes([p for p in inputs if p not in streamed]) as input_hashes:
         assert staging.path is not None
         root = staging.path
         known_hashes: dict[Path, str] = {}
-        inputs = sorted({plan.model.config_path, *weights.files, *plan.tokenizer.files, *plan.research_files})
-        input_hashes = hash_in_background(inputs)
         progress.stage("copying config and tokenizer")
         _copy_metadata(plan, root)
         (root / WEIGHTS_DIR).mkdir(mode=0o750)
@@ -147,10 +176,13 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
         else:
             progress.stage("converting weights")
             progress.start(source_bytes(weights, plan.specs))
-            rank_files = convert_to_ranks(
-                weights, plan.specs, plan.tp_plan.tp, root / WEIGHTS_DIR, crc=options.crc, progress=progress.advance
+            converted = convert_to_ranks(
+                weights, plan.specs, plan.tp_plan.tp, root / WEIGHTS_DIR, crc=options.crc, clamp=options.clamp,
+                progress=progress.advance,
             )
+            rank_files = converted.rank_files
             known_hashes.update({f.path: f.sha256 for f in rank_files})
+            known_hashes.update(converted.input_hashes)
             tensors = {
                 "count": len(plan.specs),
                 "format": "ckpt",
@@ -186,7 +218,7 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
         )
         write_manifest(root, manifest)
         staging.commit()
-    return BuildResult(output_dir=final_dir, manifest=manifest, notes=list(plan.tp_plan.notes))
+    return BuildResult(output_dir=final_dir, manifest=manifest, notes=[*staging.notes, *plan.tp_plan.notes])
 
 
 def _safe_name(name: str) -> str:

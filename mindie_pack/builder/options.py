@@ -23,6 +23,7 @@ class BuildOptions:
     vocab_emb_dp: bool | None = None
     seq_length: int | None = None
     crc: bool = False
+    clamp: bool = False  # saturate values a narrowing cast would turn into inf (default: refuse)
 
     def as_manifest(self) -> dict[str, Any]:
         data = asdict(self)

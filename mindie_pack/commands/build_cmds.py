@@ -67,6 +67,8 @@ def build(
                                              help="Replicate embedding/lm_head on every rank (default: per family)."),
     seq_length: int | None = typer.Option(None, "--seq-length", help="Static sequence length of the network."),
     crc: bool = typer.Option(False, "--crc", help="Append MindSpore's CRC trailer to each .ckpt."),
+    clamp: bool = typer.Option(False, "--clamp", help="Saturate values a narrowing cast would make inf "
+                               "(default: refuse, naming the tensor)."),
     spec_path: Path | None = typer.Option(None, "--spec", help=f"Deployment spec (default ./{DEFAULT_SPEC_NAME})."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output (once the new one is complete)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
@@ -81,7 +83,7 @@ def build(
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("output_dir") is None:
         raise PackError("--output is required (or model.output in the spec)")
-    options = BuildOptions(**values, force=force, crc=crc)
+    options = BuildOptions(**values, force=force, crc=crc, clamp=clamp)
     bar, hooks = _progress_bar(not as_json and console.is_terminal)
     if bar is not None:
         with bar:
