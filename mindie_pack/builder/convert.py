@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from mindie_pack.errors import PackError
 from mindie_pack.models import ModelDims, ModelFamily, TensorSpec
 from mindie_pack.weights.ckpt_format import CkptWriter
 from mindie_pack.weights.dtypes import FINITE_MAX, CastOverflow, RawTensor, cast_checked, largest_finite_abs
-from mindie_pack.weights.fileio import Buffer, advise_sequential, pread_exact
+from mindie_pack.weights.fileio import Buffer, SequentialHash, advise_sequential, pread_exact
 from mindie_pack.weights.hf_source import HFWeights, TensorEntry
 
 ProgressCallback = Callable[[int], None]
@@ -91,39 +90,6 @@ class ConversionResult:
     input_hashes: dict[Path, str]  # sha256 of the safetensors files, taken while reading them
 
 
-class _SequentialHash:
-    """sha256 of a whole input file, fed by the converter's reads when they arrive in file order; any bytes
-    skipped over (headers, tensors nobody needs) are read and hashed here, so the file is read once."""
-
-    def __init__(self, path: Path, fd: int, buffer: Buffer) -> None:
-        self.path, self._fd, self._buffer = path, fd, buffer
-        self.sha = hashlib.sha256()
-        self.upto = 0
-        self.size = os.fstat(fd).st_size
-
-    def _catch_up(self, offset: int) -> None:
-        while self.upto < offset:
-            size = min(STEP_BYTES, offset - self.upto)
-            view = self._buffer.view(size)
-            pread_exact(self._fd, view, self.upto)
-            self.sha.update(view)
-            self.upto += size
-
-    def job_for(self, offset: int, data: memoryview) -> Callable[[], None] | None:
-        """Hash job for bytes just read at `offset` (None when they were hashed before)."""
-        if offset + len(data) <= self.upto:
-            return None
-        self._catch_up(offset)
-        data = data[self.upto - offset:]
-        self.upto += len(data)
-        sha = self.sha
-        return lambda: sha.update(data)
-
-    def hexdigest(self) -> str:
-        self._catch_up(self.size)
-        return self.sha.hexdigest()
-
-
 class _Source:
     """Row-range reads of HF tensors: safetensors by positioned reads into one reused buffer, .bin through
     torch (whole tensor, then sliced)."""
@@ -131,7 +97,7 @@ class _Source:
     def __init__(self, weights: HFWeights) -> None:
         self.weights = weights
         self._fds: dict[Path, int] = {}
-        self.hashes: dict[Path, _SequentialHash] = {}
+        self.hashes: dict[Path, SequentialHash] = {}
         self._read_buffer = Buffer()
         self._gap_buffer = Buffer()
         self._held: tuple[str, RawTensor] | None = None
@@ -141,7 +107,7 @@ class _Source:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             advise_sequential(fd)
             self._fds[path] = fd
-            self.hashes[path] = _SequentialHash(path, fd, self._gap_buffer)
+            self.hashes[path] = SequentialHash(fd, self._gap_buffer)
         return self._fds[path]
 
     def rows(self, entry: TensorEntry, start: int, end: int) -> tuple[np.ndarray, Callable[[], None] | None]:

@@ -109,12 +109,15 @@ def verify(
     run: bool = typer.Option(False, "--run", help="Also run the model on CPU and compare with the reference."),
     prompt: str | None = typer.Option(None, "--prompt", help="Prompt for --run."),
     tokens: int = typer.Option(16, "--tokens", min=1, help="Greedy tokens to compare with --run."),
+    mindspore_all: bool = typer.Option(False, "--mindspore", help="Have MindSpore read every tensor (default: "
+                                       "a sample of each rank; our own reader reads all of them)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Re-hash files against the manifest, load every rank with MindSpore, compare with the HF source."""
+    """Re-hash files against the manifest, parse every rank, have MindSpore read a sample, compare with the HF
+    source (independently read, cast and split) in constant memory."""
     if run and reference is None:
         raise PackError("--run needs --reference HF_DIR (the model to compare against)")
-    report = verify_model_dir(model_dir, reference)
+    report = verify_model_dir(model_dir, reference, mindspore_full=mindspore_all)
     if run and report.ok:
         from mindie_pack.runtime.compare import DEFAULT_PROMPT, compare_with_reference
 

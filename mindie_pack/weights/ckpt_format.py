@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -181,6 +180,7 @@ class CkptRecord:
     dims: tuple[int, ...]
     type_str: str
     pieces: tuple[tuple[int, int], ...]  # (offset, length) of each content piece in the file
+    span: tuple[int, int] = (0, 0)  # [start, end) of the record's bytes (all its pieces, headers included)
 
     @property
     def dtype(self) -> DType:
@@ -264,11 +264,11 @@ def scan_records(path: Path) -> Iterator[CkptRecord]:
             dims, type_str, content_pos, content_len = _parse_tensor_fields(head, pos)
             piece = (offset + content_pos, content_len)
             if pending is not None and pending.name == name:
-                pending = CkptRecord(name, dims, type_str, pending.pieces + (piece,))
+                pending = CkptRecord(name, dims, type_str, pending.pieces + (piece,), (pending.span[0], record_end))
             else:
                 if pending is not None:
                     yield pending
-                pending = CkptRecord(name, dims, type_str, (piece,))
+                pending = CkptRecord(name, dims, type_str, (piece,), (offset, record_end))
             offset = record_end
         if pending is not None:
             yield pending

@@ -82,3 +82,39 @@ class Buffer:
     def view(self, size: int) -> memoryview:
         self.reserve(size)
         return memoryview(self._array[:size])
+
+
+class SequentialHash:
+    """sha256 of a whole file, fed by reads that arrive (mostly) in file order; bytes skipped over (headers,
+    tensors nobody needs) are read and hashed here, bytes read twice are hashed once: the file is read once."""
+
+    def __init__(self, fd: int, buffer: Buffer, step: int = WRITEBACK_WINDOW) -> None:
+        import hashlib
+
+        self._fd, self._buffer, self._step = fd, buffer, step
+        self.sha = hashlib.sha256()
+        self.upto = 0
+        self.size = os.fstat(fd).st_size
+
+    def _catch_up(self, offset: int) -> None:
+        while self.upto < offset:
+            size = min(self._step, offset - self.upto)
+            view = self._buffer.view(size)
+            pread_exact(self._fd, view, self.upto)
+            self.sha.update(view)
+            self.upto += size
+
+    def job_for(self, offset: int, data: memoryview) -> Callable[[], None] | None:
+        """Hash job for bytes just read at `offset` (None when they were hashed already). Jobs of one file
+        must run in the order they were made, each before the next `job_for`."""
+        if offset + len(data) <= self.upto:
+            return None
+        self._catch_up(offset)
+        data = data[self.upto - offset:]
+        self.upto += len(data)
+        sha = self.sha
+        return lambda: sha.update(data)
+
+    def hexdigest(self) -> str:
+        self._catch_up(self.size)
+        return self.sha.hexdigest()
