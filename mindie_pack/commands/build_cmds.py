@@ -171,12 +171,21 @@ def tiny_model(
     family: str = typer.Option("qwen2", "--family", help="llama, qwen2 or baichuan2."),
     dtype: str = typer.Option("bfloat16", "--dtype"),
     shards: int = typer.Option(1, "--shards", help="Number of safetensors shards."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing folder (it is kept as FOLDER.bak-TIME)."),
 ) -> None:
     """Generate a tiny random HF model with a trained byte-level BPE tokenizer (for rehearsals and tests)."""
-    from mindie_pack.tiny_model import TinyModelSpec, make_tiny_model
+    from mindie_pack.tiny_model import TinyModelSpec, place_tiny_model
 
     kv_heads = 4 if family == "baichuan2" else 2
-    make_tiny_model(output, TinyModelSpec(family=family, dtype=dtype, shards=shards, num_kv_heads=kv_heads))
+    try:
+        backup = place_tiny_model(output, TinyModelSpec(family=family, dtype=dtype, shards=shards,
+                                                        num_kv_heads=kv_heads), force=force)
+    except ValueError as exc:
+        raise PackError(str(exc)) from None
+    except OSError as exc:
+        raise PackError(f"{exc.filename or output}: {exc.strerror or exc}") from None
+    if backup:
+        console.print(f"note: the previous {output} was moved to {backup}")
     Console(highlight=False).print(f"wrote tiny {family} model to {output}")
 
 
