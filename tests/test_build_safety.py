@@ -18,13 +18,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import CliResult
 from mindie_pack.builder import staging
 from mindie_pack.builder.assemble import build_model_dir
 from mindie_pack.builder.options import BuildOptions
 from mindie_pack.builder.verify import verify_model_dir
 from mindie_pack.errors import PackError
 from mindie_pack.tiny_model import TinyModelSpec, make_tiny_model
+
+from conftest import CliResult
 
 Cli = Callable[..., CliResult]
 
