@@ -214,7 +214,9 @@ def convert_to_ranks(
                 writer.begin(spec.target, rank_shape, spec.dtype, rank_bytes)
             rows_per_rank = total_rows // tp if spec.split_axis == 0 else total_rows
             row_bytes = entry.nbytes // max(1, entry.shape[0]) if entry.shape else entry.nbytes
-            step = max(1, STEP_BYTES // max(1, row_bytes))
+            # A cast makes float32 temporaries (2-3x the block): smaller blocks keep memory flat.
+            block_bytes = STEP_BYTES if entry.dtype is spec.dtype else STEP_BYTES // 4
+            step = max(1, block_bytes // max(1, row_bytes))
             for row in range(first_row, end_row, step):
                 rows, input_job = source.rows(entry, row, min(row + step, end_row))
                 jobs = [hasher.submit(input_job)] if input_job else []
