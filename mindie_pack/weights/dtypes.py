@@ -86,7 +86,7 @@ class RawTensor:
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    return np.left_shift(bits, 16, dtype=np.uint32).view(np.float32)
 
 
 def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
@@ -156,7 +156,10 @@ def cast_checked(tensor: RawTensor, target: DType, *, clamp: bool = False) -> Ra
     if tensor.dtype is target:
         return tensor
     result = cast(tensor, target)
-    overflow = _is_inf(result) & ~_is_inf(tensor)
+    infinite = _is_inf(result)
+    if not infinite.any():  # the common case: one cheap test
+        return result
+    overflow = infinite & ~_is_inf(tensor)
     if tensor.dtype is not DType.BFLOAT16:
         overflow &= ~np.isnan(tensor.array)
     if not overflow.any():
