@@ -139,8 +139,11 @@ class CastOverflow(ValueError):
 
 
 def _is_inf(tensor: RawTensor) -> np.ndarray:
+    # On the bit patterns: numpy's float16 isinf is an emulated scalar loop, ~10x slower than this.
     if tensor.dtype is DType.BFLOAT16:
         return (tensor.array & 0x7FFF) == 0x7F80
+    if tensor.dtype is DType.FLOAT16:
+        return (tensor.array.view(np.uint16) & 0x7FFF) == 0x7C00
     return np.isinf(tensor.array)
 
 
