@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mindie_pack.builder.convert import check_sources, convert_to_ranks, source_bytes
+from mindie_pack.builder.hf_layout import HF_PROFILES, metadata_files, place_weights, plan_hf_layout, write_config
 from mindie_pack.builder.hf_model import HFModel, load_hf_model, read_json, resolve_dtype
 from mindie_pack.builder.manifest import BackgroundHashes, build_manifest, write_manifest
 from mindie_pack.builder.options import PROFILES, BuildOptions
@@ -141,6 +142,8 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
 
 
 def _build(options: BuildOptions, progress: BuildProgress) -> BuildResult:
+    if options.profile in HF_PROFILES:
+        return _build_hf_layout(options, progress)
     plan = plan_build(options)
     weights = HFWeights(plan.model.path)
     check_sources(weights, plan.specs, plan.model.family, plan.model.dims)
@@ -219,6 +222,53 @@ def _build(options: BuildOptions, progress: BuildProgress) -> BuildResult:
         write_manifest(root, manifest)
         staging.commit()
     return BuildResult(output_dir=final_dir, manifest=manifest, notes=[*staging.notes, *plan.tp_plan.notes])
+
+
+def _build_hf_layout(options: BuildOptions, progress: BuildProgress) -> BuildResult:
+    """Profiles atb/torch: the HF folder itself, prepared for MindIE (builder/hf_layout.py)."""
+    hf_plan = plan_hf_layout(options.model_dir, options.dtype)
+    check_output_path(options.model_dir, options.output_dir, force=options.force)
+    weights = HFWeights(options.model_dir)
+    final_dir = options.output_dir.absolute()
+    config_path = options.model_dir / "config.json"
+    extra = metadata_files(options.model_dir)
+    index = options.model_dir / SAFETENSORS_INDEX
+    inputs = sorted({config_path, *weights.files, *extra, *([index] if index.is_file() else [])})
+    converting = any(e.dtype.is_float and e.dtype is not hf_plan.dtype for e in weights.entries.values())
+    streamed = set(weights.files) if converting else set()
+    with StagedDirectory(final_dir, force=options.force) as staging, \
+            BackgroundHashes([p for p in inputs if p not in streamed]) as input_hashes:
+        assert staging.path is not None
+        root = staging.path
+        progress.stage("copying config and tokenizer")
+        write_config(hf_plan, root / "config.json")
+        for path in extra:
+            shutil.copyfile(path, root / path.name)
+        progress.stage("converting safetensors" if converting else "linking safetensors")
+        progress.start(sum(f.stat().st_size for f in weights.files))
+        known_hashes = place_weights(weights, hf_plan, root, clamp=options.clamp, progress=progress.advance)
+        progress.stage("hashing inputs and outputs")
+        known_hashes.update(input_hashes.result())
+        if not converting:  # linked or copied: the same bytes as the input
+            for path in [*weights.files, *([index] if index.is_file() else [])]:
+                known_hashes[root / path.name] = known_hashes[path]
+        for path in extra:
+            known_hashes[root / path.name] = known_hashes[path]
+        config = hf_plan.config
+        manifest = build_manifest(
+            root=root, inputs=inputs, known_hashes=known_hashes,
+            options={**options.as_manifest(), "output_dir": str(final_dir), "dtype": hf_plan.dtype.info.name,
+                     "name": options.name or final_dir.name},
+            model={"family": config.get("model_type"), "architecture": (config.get("architectures") or [None])[0],
+                   "yaml": None, "tokenizer": None, "num_layers": config.get("num_hidden_layers"),
+                   "hidden_size": config.get("hidden_size"), "num_heads": config.get("num_attention_heads"),
+                   "num_kv_heads": config.get("num_key_value_heads"), "vocab_size": config.get("vocab_size")},
+            tensors={"count": len(weights.entries), "format": "safetensors", "layout": "hf",
+                     "converted": converting},
+        )
+        write_manifest(root, manifest)
+        staging.commit()
+    return BuildResult(output_dir=final_dir, manifest=manifest, notes=[*staging.notes, *hf_plan.notes])
 
 
 def _safe_name(name: str) -> str:

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-Profile = Literal["mf-ckpt", "mf-safetensors", "llm-boost"]
-PROFILES: tuple[str, ...] = ("mf-ckpt", "mf-safetensors", "llm-boost")
+Profile = Literal["mf-ckpt", "mf-safetensors", "llm-boost", "atb", "torch"]
+PROFILES: tuple[str, ...] = ("mf-ckpt", "mf-safetensors", "llm-boost", "atb", "torch")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from mindie_pack.builder.oracle import Reference, expected_for, rank_part, raw_b
 from mindie_pack.builder.shards import RankIndex, rank_indexes
 from mindie_pack.errors import PackError
 from mindie_pack.weights.ckpt_format import CkptRecord, read_record
-from mindie_pack.weights.dtypes import to_float32
+from mindie_pack.weights.dtypes import DType, to_float32
 from mindie_pack.weights.fileio import Buffer, SequentialHash, advise_sequential, pread_exact
 from mindie_pack.weights.hf_source import HFWeights
 
@@ -330,13 +330,15 @@ def check_against_reference(built: BuiltModelDir, indexes: list[RankIndex], refe
                "safetensors library, cast by torch and split by torch.chunk, bit for bit")
 
 
-def check_safetensors_reference(built: BuiltModelDir, reference: Path, report: VerifyReport) -> None:
-    """mf-safetensors: what MindFormers would read (our directory, through its index, by our reader) against
-    the reference read by the safetensors library, a block at a time."""
-    ours = HFWeights(built.weights_dir)
+def check_safetensors_reference(weights_dir: Path, reference: Path, report: VerifyReport, *,
+                                clamp: bool = False) -> None:
+    """mf-safetensors and atb/torch: what MindIE reads (our directory, through its index, by our reader)
+    against the reference read by the safetensors library and cast by torch to the stored dtype, a block
+    at a time; hard-linked files are named as such (then the comparison also proves the links)."""
+    ours = HFWeights(weights_dir)
     ref = Reference(reference)
     if set(ours.entries) != set(ref.files):
-        report.add("reference", False, f"{built.weights_dir}: tensor names differ from {reference}")
+        report.add("reference", False, f"{weights_dir}: tensor names differ from {reference}")
         return
     linked = 0
     for name, entry in ours.entries.items():
@@ -351,14 +353,31 @@ def check_safetensors_reference(built: BuiltModelDir, reference: Path, report: V
             return
         for a, b in row_blocks(0, rows, row_bytes, STEP_BYTES):
             mine = ours.read_rows(name, a, b) if entry.shape else ours.read(name).array
-            theirs = raw_bytes(ref.rows(name, a, b))
-            if not np.array_equal(np.frombuffer(memoryview(np.ascontiguousarray(mine)).cast("B"), np.uint8),
-                                  np.frombuffer(theirs, np.uint8)):
-                report.add("reference", False, f"tensor {name!r} (rows {a}..{b - 1}) differs from {reference}")
+            theirs = ref.rows(name, a, b)
+            if entry.dtype.is_float:
+                theirs = torch_cast(theirs, entry.dtype.info.mindspore, clamp=clamp)
+            if np.ascontiguousarray(mine).tobytes() != raw_bytes(theirs).tobytes():
+                report.add("reference", False, f"{entry.file}: tensor {name!r} (rows {a}..{b - 1}) differs from "
+                           f"{reference} (cast to {entry.dtype.info.name} by torch)")
                 return
-    how = f" ({linked} hard-linked to the reference: same files)" if linked else ""
-    report.add("reference", True, f"all {len(ours.entries)} safetensors tensors, as MindFormers would read them, "
-               f"equal {reference} read by the safetensors library{how}")
+    how = f" ({linked} of them in files hard-linked to the reference)" if linked else ""
+    report.add("reference", True, f"all {len(ours.entries)} safetensors tensors, as MindIE reads them, equal "
+               f"{reference} read by the safetensors library{how}")
+
+
+def check_hf_layout(model_dir: Path, manifest: dict[str, Any], report: VerifyReport) -> None:
+    from mindie_pack.builder.hf_layout import ATB_DTYPES
+    from mindie_pack.builder.hf_model import read_json
+
+    config = read_json(model_dir / "config.json")
+    stored = config.get("torch_dtype")
+    ok = stored in [d.info.name for d in ATB_DTYPES]
+    report.add("config", ok, f"config.json: torch_dtype {stored!r}" + (
+        "" if ok else " (the atb/torch backends load float16 or bfloat16 only)"))
+    dtypes = {e.dtype for e in HFWeights(model_dir).entries.values() if e.dtype.is_float}
+    if ok and dtypes and dtypes != {DType.from_name(stored)}:
+        report.add("config", False, f"{model_dir}: weights are {sorted(d.info.name for d in dtypes)}, config.json "
+                   f"says torch_dtype {stored!r}")
 
 
 def verify_model_dir(model_dir: Path, reference: Path | None = None,
@@ -367,6 +386,14 @@ def verify_model_dir(model_dir: Path, reference: Path | None = None,
     reader, MindSpore reads a sample (every tensor with `mindspore_full`), and with `reference` every tensor
     is compared with the independent oracle in the same pass that hashes the rank files."""
     report = VerifyReport(model_dir)
+    manifest = read_manifest(model_dir)
+    clamp = bool(manifest.get("options", {}).get("clamp", False))
+    if manifest.get("options", {}).get("profile") in ("atb", "torch"):
+        check_manifest(model_dir, report)
+        check_hf_layout(model_dir, manifest, report)
+        if reference is not None:
+            check_safetensors_reference(model_dir, reference, report, clamp=clamp)
+        return report
     built = open_model_dir(model_dir)
     converted = built.profile != "mf-safetensors"
     deferred = frozenset(str(rank_file_path(built.weights_dir, r).relative_to(model_dir)) for r in range(built.tp)) \
@@ -376,14 +403,13 @@ def verify_model_dir(model_dir: Path, reference: Path | None = None,
                f"model_parallel {built.tp}, {built.dtype.info.name}")
     if not converted:
         if reference is not None:
-            check_safetensors_reference(built, reference, report)
+            check_safetensors_reference(built.weights_dir, reference, report)
         return report
     indexes = check_rank_layout(built, report)
     if indexes is None:
         return report
     check_mindspore_load(built, indexes, report, full=mindspore_full)
     if reference is not None:
-        clamp = bool(read_manifest(model_dir).get("options", {}).get("clamp", False))
         check_against_reference(built, indexes, reference, report, manifest_hashes=hashes, clamp=clamp,
                                 progress=progress)
     return report
