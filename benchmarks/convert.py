@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument("--skip-large", action="store_true", help="skip the 3x model (memory scaling)")
     parser.add_argument("--skip-cast", action="store_true")
     parser.add_argument("--llama-7b", action="store_true", help="Llama-2-7B shapes (13.5 GB): tp 1 and tp 4")
+    parser.add_argument("--source", type=Path, help="with --llama-7b: an already generated model folder (kept)")
     parser.add_argument("--load-everything", action="store_true", help="also time the load-everything script")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)  # child mode: write one model
@@ -229,7 +230,11 @@ def main() -> None:
                 models.append(("3x", Shape(layers=args.base_layers * 3 + 2), [2], SHARD_BYTES))
         for label, shape, tps, shard_bytes in models:
             src = work / f"hf-{label}"
-            size = generate(src, shape, shard_bytes)
+            if args.source is not None and label == "7b":
+                src = args.source
+                size = int(json.loads((src / "model.safetensors.index.json").read_text())["metadata"]["total_size"])
+            else:
+                size = generate(src, shape, shard_bytes)
             gb = size / 1e9
             print(f"[{label}] model: {shape.layers} layers, hidden {shape.hidden}, {gb:.2f} GB bf16", flush=True)
             rounds = args.rounds if label != "3x" else 1
@@ -254,7 +259,8 @@ def main() -> None:
                 run(f"{label}: load everything + ms.save_checkpoint",
                     [sys.executable, "-c", LOAD_EVERYTHING, str(src), str(work / "naive"), "2"], gb)
                 drop(work / "naive")
-            drop(src)
+            if src != args.source:
+                drop(src)
     finally:
         if not args.keep and args.workdir is None:
             drop(work)
