@@ -13,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import CliResult
 from mindie_pack.builder.assemble import build_model_dir
 from mindie_pack.builder.options import BuildOptions
 from mindie_pack.builder.verify import verify_model_dir
+
+from conftest import CliResult
 
 Cli = Callable[..., CliResult]
 
