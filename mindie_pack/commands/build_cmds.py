@@ -60,7 +60,8 @@ def build(
                                        help="Model directory to write (MindIE modelWeightPath)."),
     tp: int | None = typer.Option(None, "--tp", help="Tensor-parallel degree = MindIE worldSize (default 1)."),
     dtype: str | None = typer.Option(None, "--dtype", help="bfloat16, float16 or float32 (default: HF torch_dtype)."),
-    profile: str | None = typer.Option(None, "--profile", help="mf-ckpt (default), mf-safetensors, llm-boost, atb or torch (HF folder for MindIE's atb/torch backends)."),
+    profile: str | None = typer.Option(None, "--profile", help="mf-ckpt (default), mf-safetensors, llm-boost, "
+                                       "atb or torch (the HF folder for MindIE's atb/torch backends)."),
     name: str | None = typer.Option(None, "--name", help="Model name (default: the output folder's name)."),
     mindformers_src: Path | None = typer.Option(None, "--mindformers-src", help="MindFormers source checkout."),
     vocab_emb_dp: bool | None = typer.Option(None, "--vocab-emb-dp/--no-vocab-emb-dp",
