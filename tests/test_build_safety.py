@@ -199,3 +199,15 @@ def test_tiny_model_refuses_to_overwrite_and_backs_up_with_force(cli: Cli, tmp_p
     assert len(backups) == 1 and (backups[0] / "config.json").read_text() == "{\"mine\": true}"
     assert str(backups[0]) in "".join(result.stderr.split())  # the console wraps long lines
     assert json.loads((target / "config.json").read_text())["model_type"] == "qwen2"
+
+
+def test_background_input_hashing_stops_when_cancelled(tmp_path: Path) -> None:
+    from mindie_pack.builder.manifest import BackgroundHashes, HashCancelled
+
+    big = tmp_path / "big.bin"
+    with big.open("wb") as handle:
+        handle.truncate(4 << 30)  # 4 GiB sparse: hashing it all would take seconds
+    hashes = BackgroundHashes([big])
+    hashes.cancel()
+    with pytest.raises(HashCancelled):
+        hashes.result()
