@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
 
-from mindie_pack.builder.assemble import BuildProgress, build_model_dir
-from mindie_pack.builder.hf_model import load_hf_model
-from mindie_pack.builder.options import BuildOptions
-from mindie_pack.builder.verify import verify_model_dir
 from mindie_pack.errors import PackError, VerificationFailed
 from mindie_pack.spec import DEFAULT_SPEC_NAME, Spec, load_spec, write_spec
+
+if TYPE_CHECKING:  # the build machinery (numpy, yaml, ...) is imported by the commands that run it
+    from rich.progress import Progress
+
+    from mindie_pack.builder.assemble import BuildProgress
 
 console = Console(stderr=True, highlight=False)
 
@@ -38,6 +37,10 @@ def _options_from_spec(spec: Spec) -> dict[str, Any]:
 
 
 def _progress_bar(enabled: bool) -> tuple[Progress | None, BuildProgress]:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from mindie_pack.builder.assemble import BuildProgress
+
     if not enabled:
         return None, BuildProgress()
     bar = Progress(
@@ -84,6 +87,9 @@ def build(
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("output_dir") is None:
         raise PackError("--output is required (or model.output in the spec)")
+    from mindie_pack.builder.assemble import build_model_dir
+    from mindie_pack.builder.options import BuildOptions
+
     options = BuildOptions(**values, force=force, crc=crc, clamp=clamp)
     bar, hooks = _progress_bar(not as_json and console.is_terminal)
     if bar is not None:
@@ -118,6 +124,8 @@ def verify(
     source (independently read, cast and split) in constant memory."""
     if run and reference is None:
         raise PackError("--run needs --reference HF_DIR (the model to compare against)")
+    from mindie_pack.builder.verify import verify_model_dir
+
     report = verify_model_dir(model_dir, reference, mindspore_full=mindspore_all)
     if run and report.ok:
         from mindie_pack.runtime.compare import DEFAULT_PROMPT, compare_with_reference
@@ -131,6 +139,8 @@ def verify(
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
+        from rich.table import Table
+
         table = Table(title=f"verify {model_dir}")
         table.add_column("check")
         table.add_column("result")
@@ -154,6 +164,8 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing spec."),
 ) -> None:
     """Write a deployment spec (mindie-pack.yaml) for a Hugging Face model folder."""
+    from mindie_pack.builder.hf_model import load_hf_model
+
     hf = load_hf_model(model)
     hf.family.plan_tp(hf.dims, tp, None)  # refuse an impossible tp now rather than at build time
     served = name or "".join(c if c.isalnum() or c in "._-" else "-" for c in model.resolve().name)
