@@ -30,7 +30,7 @@ from mindie_pack.builder.convert import STEP_BYTES, _Source
 from mindie_pack.builder.staging import FILE_MODE
 from mindie_pack.errors import PackError
 from mindie_pack.weights.dtypes import FINITE_MAX, TORCH_DTYPE_NAMES, CastOverflow, DType, RawTensor, cast_checked
-from mindie_pack.weights.fileio import write_all
+from mindie_pack.weights.fileio import DirectWriter
 from mindie_pack.weights.hf_source import SAFETENSORS_INDEX, HFWeights
 
 HF_PROFILES = ("atb", "torch")
@@ -158,9 +158,9 @@ def _convert_files(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
             raw = json.dumps(header, separators=(",", ":")).encode()
             raw += b" " * (-len(raw) % 8)
             total += offset
-            fd = os.open(out / file.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            writer = DirectWriter(out / file.name, FILE_MODE)
             try:
-                write_all(fd, len(raw).to_bytes(8, "little") + raw)
+                writer.write(len(raw).to_bytes(8, "little") + raw)
                 for entry, target in zip(entries, targets, strict=True):
                     rows = entry.shape[0] if entry.shape else 1
                     row_bytes = entry.nbytes // max(1, rows)
@@ -176,11 +176,10 @@ def _convert_files(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
                                 f"{entry.file}: tensor {entry.name!r} has values up to {exc.largest:.6g}, beyond "
                                 f"{target.info.name}'s largest {FINITE_MAX[target]:.6g}; pass --clamp to saturate "
                                 "them, or keep the stored dtype") from None
-                        write_all(fd, memoryview(np.ascontiguousarray(stored).reshape(-1).view(np.uint8)))
+                        writer.write(memoryview(np.ascontiguousarray(stored).reshape(-1).view(np.uint8)))
                         progress(block.nbytes)
-                os.fdatasync(fd)
             finally:
-                os.close(fd)
+                writer.close(sync=True)
         if (weights.model_dir / SAFETENSORS_INDEX).is_file():
             (out / SAFETENSORS_INDEX).write_text(json.dumps(
                 {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")

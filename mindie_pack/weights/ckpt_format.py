@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mindie_pack.weights.dtypes import DType, RawTensor
-from mindie_pack.weights.fileio import WRITEBACK_WINDOW, start_writeback, write_all
+from mindie_pack.weights.fileio import DirectWriter
 
 # MindSpore cuts tensors larger than 512 MiB into several records with the same tag (SLICE_SIZE).
 CHUNK_BYTES = 512 * 1024 * 1024
@@ -84,8 +83,7 @@ class CkptWriter:
         self._chunk_bytes = chunk_bytes
         self._defer_hash = defer_hash
         self._pending: list[bytes | memoryview] = []
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-        self._writeback_mark = 0
+        self._file: DirectWriter | None = DirectWriter(path)
         self.bytes_written = 0
         self.sha256 = hashlib.sha256()  # of the whole file, trailer included, for the manifest
         self._record: tuple[bytes, tuple[int, ...], str] | None = None
@@ -93,8 +91,8 @@ class CkptWriter:
         self._piece_left = 0
 
     def _emit(self, data: bytes | memoryview) -> None:
-        assert self._fd is not None
-        write_all(self._fd, data)
+        assert self._file is not None
+        self._file.write(data)
         self.bytes_written += len(data)
         if self._defer_hash:
             self._pending.append(data)
@@ -102,9 +100,6 @@ class CkptWriter:
             self.sha256.update(data)
         if self._crc_enabled:
             self._crc = binascii.crc32(data, self._crc)
-        if self.bytes_written - self._writeback_mark >= WRITEBACK_WINDOW:
-            start_writeback(self._fd, self._writeback_mark, self.bytes_written - self._writeback_mark)
-            self._writeback_mark = self.bytes_written
 
     def take_hash_job(self) -> Callable[[], None]:
         pending, self._pending = self._pending, []
@@ -151,18 +146,16 @@ class CkptWriter:
 
     def close(self, *, sync: bool = False) -> None:
         """Finish the file (CRC trailer); with `sync`, wait until its data is on disk."""
-        if self._fd is None:
+        if self._file is None:
             return
         try:
             if self._crc_enabled:
                 self._crc_enabled = False  # the trailer is not part of its own checksum
                 self._emit(CRC_MARKER + self._crc.to_bytes(10, "big"))
             self.take_hash_job()()
-            if sync:
-                os.fdatasync(self._fd)
         finally:
-            os.close(self._fd)
-            self._fd = None
+            file, self._file = self._file, None
+            file.close(sync=sync)
 
     def __enter__(self) -> CkptWriter:
         return self
