@@ -1,15 +1,18 @@
-"""Benchmark: streaming `mindie-pack build --tp 2` vs a plain copy vs the load-everything approach.
+"""Benchmark: `mindie-pack build` (tp 1 and tp 2, same dtype; and a cast) and `verify --reference` against
+`cp -r SRC DST && sync` of the same bytes, in the same run, several rounds, medians.
 
-Generates Llama-shaped bfloat16 models on the fly (no download): a base model of >= 1.5 GB and, for the
-memory-scaling check, one 3x larger with the same largest tensor (more layers). Each contender runs in its own
-subprocess; wall time and that process's peak RSS (os.wait4 rusage) are printed side by side. The parent
+Generates Llama-shaped bfloat16 models on the fly (no download). Each contender runs in its own subprocess;
+wall time and that process's peak RSS (os.wait4 rusage, children included for cp) are printed. `build`
+returns only when its files are on disk (fdatasync), so it is compared with `cp -r && sync`. The parent
 imports nothing heavy and generates models in a child too: a child's peak RSS includes its parent's RSS at
 fork time, so a large parent would inflate every figure.
 
-    python benchmarks/convert.py [--workdir DIR] [--skip-large] [--keep]
+    python benchmarks/convert.py [--rounds 3] [--workdir DIR] [--skip-large] [--keep]
+    python benchmarks/convert.py --llama-7b --workdir /tmp/x   # Llama-2-7B shapes, ~13.5 GB: tp 1 and tp 4
 
-Targets (issue 2): peak RSS independent of model size (<= 200 MB more for the 3x model), build time <= 3x a
-plain copy of the same bytes.
+Targets (issue 13): build <= 1.5x `cp -r && sync` at tp 1 and tp 2; peak RSS <= 256 MiB at any model size
+(the 3x model shows the growth); verify --reference <= 1.5x the build, with flat memory.
+On a shared machine the wall times move with other people's load: read the medians and the spread.
 """
 
 from __future__ import annotations
@@ -52,15 +55,25 @@ class Shape:
         return out + [("model.norm.weight", (h,)), ("lm_head.weight", (self.vocab, h))]
 
 
+_POOL: Any = None
+
+
+LLAMA2_7B = Shape(layers=32, hidden=4096, intermediate=11008, heads=32, vocab=32000)
+
 def _bf16_block(count: int, rng: Any) -> bytes:  # rng: numpy Generator
-    # Small random normal values as bf16 bit patterns (the top 16 bits of float32).
+    """Small normal values as bf16 bit patterns (the top 16 bits of float32): a window at a random offset of
+    a 32M-value pool drawn once, so that generating 13 GB costs I/O rather than minutes of RNG."""
     import numpy as np
 
-    values = rng.standard_normal(count, dtype=np.float32) * 0.02
-    return (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    global _POOL
+    if _POOL is None:
+        values = rng.standard_normal(1 << 25, dtype=np.float32) * 0.02
+        _POOL = np.concatenate([(values.view(np.uint32) >> 16).astype(np.uint16)] * 2)
+    start = int(rng.integers(0, 1 << 25))
+    return _POOL[start:start + count].tobytes()
 
 
-def write_model(out: Path, shape: Shape) -> int:
+def write_model(out: Path, shape: Shape, shard_bytes: int = SHARD_BYTES) -> int:
     """Write sharded bf16 safetensors tensor by tensor, so generating the model needs little memory either."""
     import numpy as np
 
@@ -72,7 +85,7 @@ def write_model(out: Path, shape: Shape) -> int:
     size = 0
     for name, dims in shape.tensors():
         nbytes = math.prod(dims) * 2
-        if shards[-1] and size + nbytes > SHARD_BYTES:
+        if shards[-1] and size + nbytes > shard_bytes:
             shards.append([])
             size = 0
         shards[-1].append((name, dims))
@@ -93,7 +106,7 @@ def write_model(out: Path, shape: Shape) -> int:
             for _, dims in members:
                 remaining = math.prod(dims)
                 while remaining:
-                    count = min(remaining, 1 << 24)
+                    count = min(remaining, 1 << 23)
                     handle.write(_bf16_block(count, rng))
                     remaining -= count
         total += offset
@@ -141,78 +154,145 @@ LOAD_EVERYTHING = textwrap.dedent("""
         ms.save_checkpoint(params, os.path.join(out, f"checkpoint_{rank}.ckpt"))
 """)
 
-COPY = "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2])"
 
 
-def measure(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one child process."""
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, float]:
+    """Wall seconds, user and system CPU seconds, and peak RSS (MiB) of one child process (and its children)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])}... failed: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-    return elapsed, usage.ru_maxrss / 1024
+        raise SystemExit(f"{' '.join(cmd[:6])}... failed: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+    return elapsed, usage.ru_utime, usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def drop(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def generate(path: Path, shape: Shape, shard_bytes: int = SHARD_BYTES) -> int:
+    drop(path)
+    out = subprocess.run([sys.executable, __file__, "--generate", str(path), "--layers", str(shape.layers),
+                          "--hidden", str(shape.hidden), "--intermediate", str(shape.intermediate),
+                          "--heads", str(shape.heads), "--vocab", str(shape.vocab), "--shard-bytes", str(shard_bytes)],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--base-layers", type=int, default=16, help="16 layers of hidden 2048 = 1.9 GB bf16")
-    parser.add_argument("--skip-large", action="store_true", help="skip the 3x model (needs ~2x5 GB disk)")
-    parser.add_argument("--skip-load-everything", action="store_true")
+    parser.add_argument("--skip-large", action="store_true", help="skip the 3x model (memory scaling)")
+    parser.add_argument("--skip-cast", action="store_true")
+    parser.add_argument("--llama-7b", action="store_true", help="Llama-2-7B shapes (13.5 GB): tp 1 and tp 4")
+    parser.add_argument("--source", type=Path, help="with --llama-7b: an already generated model folder (kept)")
+    parser.add_argument("--load-everything", action="store_true", help="also time the load-everything script")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)  # child mode: write one model
-    parser.add_argument("--layers", type=int, help=argparse.SUPPRESS)
+    for name in ("layers", "hidden", "intermediate", "heads", "vocab", "shard-bytes"):
+        parser.add_argument(f"--{name}", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generate:
-        print(write_model(args.generate, Shape(layers=args.layers)))
+        shape = Shape(args.layers, args.hidden, args.intermediate, args.heads, args.vocab)
+        print(write_model(args.generate, shape, args.shard_bytes))
         return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mindie-pack-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     pack = [sys.executable, "-m", "mindie_pack"]
-    rows: list[tuple[str, float, float, float]] = []
+    times: dict[str, list[tuple[float, float, float, float]]] = {}
+    sizes: dict[str, float] = {}
+
+    def run(label: str, cmd: list[str], gb: float) -> None:
+        subprocess.run(["sync"], check=True)  # start every contender with no one else's dirty data
+        result = measure(cmd)
+        times.setdefault(label, []).append(result)
+        sizes[label] = gb
+        print(f"  {label:<36} {result[0]:7.2f} s  user {result[1]:6.2f}  sys {result[2]:6.2f}  "
+              f"peak RSS {result[3]:6.0f} MiB", flush=True)
+
     try:
-        base = Shape(layers=args.base_layers)
-        models = [("base", base)] + ([] if args.skip_large else [("3x", Shape(layers=args.base_layers * 3 + 2))])
-        for label, shape in models:
+        if args.llama_7b:
+            models = [("7b", LLAMA2_7B, [1, 4], 5 * SHARD_BYTES)]
+        else:
+            base = Shape(layers=args.base_layers)
+            models = [("base", base, [1, 2], SHARD_BYTES)]
+            if not args.skip_large:
+                models.append(("3x", Shape(layers=args.base_layers * 3 + 2), [2], SHARD_BYTES))
+        for label, shape, tps, shard_bytes in models:
             src = work / f"hf-{label}"
-            drop(src)
-            size = int(subprocess.run([sys.executable, __file__, "--generate", str(src), "--layers", str(shape.layers)],
-                                      check=True, capture_output=True, text=True).stdout.split()[-1])
+            if args.source is not None and label == "7b":
+                src = args.source
+                size = int(json.loads((src / "model.safetensors.index.json").read_text())["metadata"]["total_size"])
+            else:
+                size = generate(src, shape, shard_bytes)
             gb = size / 1e9
-            print(f"[{label}] model: {shape.layers} layers, {gb:.2f} GB bf16, largest tensor "
-                  f"{shape.vocab}x{shape.hidden}", flush=True)
-            t, rss = measure([sys.executable, "-c", COPY, str(src), str(work / "copy")])
-            rows.append((f"{label}: plain copy", gb, t, rss))
-            drop(work / "copy")
-            t, rss = measure(pack + ["build", "--model", str(src), "--output", str(work / "out"), "--tp", "2",
-                                     "--json"])
-            rows.append((f"{label}: mindie-pack build --tp 2", gb, t, rss))
-            drop(work / "out")
-            if label == "base" and not args.skip_load_everything:
-                t, rss = measure([sys.executable, "-c", LOAD_EVERYTHING, str(src), str(work / "naive"), "2"])
-                rows.append((f"{label}: load everything + ms.save_checkpoint", gb, t, rss))
+            print(f"[{label}] model: {shape.layers} layers, hidden {shape.hidden}, {gb:.2f} GB bf16", flush=True)
+            rounds = args.rounds if label != "3x" else 1
+            for round_index in range(rounds):
+                print(f" round {round_index + 1}/{rounds}", flush=True)
+                run(f"{label}: cp -r && sync", ["sh", "-c", f"cp -r '{src}' '{work / 'copy'}' && sync"], gb)
+                drop(work / "copy")
+                for tp in tps:
+                    out = work / f"out-tp{tp}"
+                    run(f"{label}: build --tp {tp}", pack + ["build", "--model", str(src), "--output", str(out),
+                                                             "--tp", str(tp), "--json"], gb)
+                    if round_index == 0 or label == "7b":
+                        run(f"{label}: verify --reference (tp {tp})",
+                            pack + ["verify", str(out), "--reference", str(src), "--json"], gb)
+                    drop(out)
+                if label == "base" and not args.skip_cast:
+                    out = work / "out-f16"
+                    run(f"{label}: build --dtype float16 (cast)", pack + [
+                        "build", "--model", str(src), "--output", str(out), "--dtype", "float16", "--json"], gb)
+                    drop(out)
+            if label == "base" and args.load_everything:
+                run(f"{label}: load everything + ms.save_checkpoint",
+                    [sys.executable, "-c", LOAD_EVERYTHING, str(src), str(work / "naive"), "2"], gb)
                 drop(work / "naive")
-            drop(src)
+            if src != args.source:
+                drop(src)
     finally:
         if not args.keep and args.workdir is None:
             drop(work)
     print()
-    print(f"{'contender':<48} {'GB':>6} {'wall s':>8} {'GB/s':>7} {'peak RSS MiB':>13}")
-    for name, gb, t, rss in rows:
-        print(f"{name:<48} {gb:>6.2f} {t:>8.2f} {gb / t:>7.2f} {rss:>13.0f}")
-    by = {name: (t, rss) for name, _, t, rss in rows}
-    build_t, build_rss = by["base: mindie-pack build --tp 2"]
-    print(f"\nbuild time / plain copy time (base): {build_t / by['base: plain copy'][0]:.2f}x  (target <= 3x)")
-    if "3x: mindie-pack build --tp 2" in by:
-        growth = by["3x: mindie-pack build --tp 2"][1] - build_rss
-        print(f"peak RSS growth for the 3x model: {growth:+.0f} MiB  (target <= 200 MiB)")
+    print(f"{'contender (median of rounds)':<44} {'GB':>6} {'wall s':>8} {'spread s':>13} {'MB/s':>7} "
+          f"{'user s':>7} {'sys s':>6} {'peak RSS MiB':>13}")
+    for name, results in times.items():
+        walls = [r[0] for r in results]
+        wall = median(walls)
+        print(f"{name:<44} {sizes[name]:>6.2f} {wall:>8.2f} {min(walls):>6.2f}-{max(walls):<6.2f} "
+              f"{sizes[name] * 1000 / wall:>7.0f} {median([r[1] for r in results]):>7.2f} "
+              f"{median([r[2] for r in results]):>6.2f} {max(r[3] for r in results):>13.0f}")
+    print()
+    for label in ("base", "7b"):
+        copy = times.get(f"{label}: cp -r && sync")
+        if not copy:
+            continue
+        for name, results in times.items():
+            if name.startswith(f"{label}: build --tp"):
+                ratios = [r[0] / c[0] for r, c in zip(results, copy, strict=False)]
+                print(f"{name} / cp -r && sync: median {median(ratios):.2f}x per round "
+                      f"({', '.join(f'{x:.2f}' for x in ratios)})  (target <= 1.5x)")
+            if name.startswith(f"{label}: verify"):
+                tp = name.split("tp ")[1].rstrip(")")
+                build = times.get(f"{label}: build --tp {tp}")
+                if build:
+                    print(f"{name} / build --tp {tp}: {results[0][0] / build[0][0]:.2f}x  (target <= 1.5x)")
+    if "3x: build --tp 2" in times:
+        growth = times["3x: build --tp 2"][0][3] - max(r[3] for r in times["base: build --tp 2"])
+        print(f"peak RSS growth of build for the 3x model: {growth:+.0f} MiB  (target: flat, <= 256 MiB in all)")
+        vgrowth = times["3x: verify --reference (tp 2)"][0][3] - times["base: verify --reference (tp 2)"][0][3]
+        print(f"peak RSS growth of verify for the 3x model: {vgrowth:+.0f} MiB  (target: flat)")
 
 
 if __name__ == "__main__":

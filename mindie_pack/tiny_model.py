@@ -271,9 +271,45 @@ def write_weights(out: Path, spec: TinyModelSpec, tensors: dict[str, RawTensor])
     (out / index_name).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
 
 
-def make_tiny_model(out: Path, spec: TinyModelSpec | None = None) -> Path:
+def make_tiny_model(out: Path, spec: TinyModelSpec | None = None, *, force: bool = False) -> Path:
+    """`place_tiny_model` returning the folder (for tests and benchmarks)."""
+    place_tiny_model(out, spec, force=force)
+    return out
+
+
+def place_tiny_model(out: Path, spec: TinyModelSpec | None = None, *, force: bool = False) -> str | None:
+    """Write the model into a temporary sibling folder and rename it into place: a failure leaves nothing.
+
+    An existing non-empty `out` is refused (ValueError), or with `force` renamed to `out.bak-TIMESTAMP`
+    first; the backup's name is returned."""
+    import os
+    import shutil
+    import tempfile
+    import time
+
     spec = spec or TinyModelSpec()
-    out.mkdir(parents=True, exist_ok=True)
+    backup: str | None = None
+    if out.exists() or out.is_symlink():
+        if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+            out.rmdir()
+        elif not force:
+            raise ValueError(f"{out}: already exists; refusing to overwrite it (pass --force to back it up first)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        _write_tiny_model(staging, spec)
+        if out.exists() or out.is_symlink():
+            backup = f"{out}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.rename(out, backup)
+        os.rename(staging, out)
+        os.chmod(out, 0o755)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return backup
+
+
+def _write_tiny_model(out: Path, spec: TinyModelSpec) -> Path:
     if spec.family == "baichuan2":
         write_sentencepiece_tokenizer(out, spec.vocab_size)
         bos, eos, pad = 1, 2, 0

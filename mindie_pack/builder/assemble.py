@@ -13,9 +13,9 @@ from mindie_pack.builder.convert import check_sources, convert_to_ranks, source_
 from mindie_pack.builder.hf_model import HFModel, read_json, resolve_dtype
 from mindie_pack.builder.hf_profile import HF_PROFILES, build_hf_model_dir
 from mindie_pack.builder.inputs import InputOptions, input_model, open_input
-from mindie_pack.builder.manifest import build_manifest, hash_in_background, write_manifest
+from mindie_pack.builder.manifest import BackgroundHashes, build_manifest, write_manifest
 from mindie_pack.builder.options import PROFILES, BuildOptions
-from mindie_pack.builder.staging import FILE_MODE, StagedDirectory
+from mindie_pack.builder.staging import FILE_MODE, StagedDirectory, terminate_as_interrupt
 from mindie_pack.builder.tokenizer import TokenizerPlan, plan_tokenizer, research_file
 from mindie_pack.builder.yaml_render import YamlInputs, render_yaml, resolve_seq_length
 from mindie_pack.errors import PackError
@@ -115,8 +115,34 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     )
 
 
+def check_output_path(model_dir: Path, output_dir: Path, *, force: bool) -> None:
+    """Refuse an output that would destroy the source: the model folder itself, a folder containing it,
+    or (with --force, which replaces what is there) a folder inside it."""
+    model, output = model_dir.resolve(), output_dir.resolve()
+    if output == model:
+        raise PackError(f"--output {output_dir}: is the --model folder itself; the build would replace its source "
+                        "(choose another output folder)")
+    if output in model.parents:
+        raise PackError(f"--output {output_dir}: contains the --model folder {model_dir}; the build would replace "
+                        "its source (choose a folder outside it)")
+    if model in output.parents and force and (output.exists() or output.is_symlink()):
+        raise PackError(f"--output {output_dir}: is inside the --model folder {model_dir}; --force would replace "
+                        "part of the source (choose a folder outside it)")
+
+
 def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None) -> BuildResult:
-    progress = progress or BuildProgress()
+    """Plan, then write the model directory; SIGTERM is handled like Ctrl-C (nothing is left behind), and an
+    OSError on the output side is one line naming the path."""
+    with terminate_as_interrupt():
+        try:
+            return _build(options, progress or BuildProgress())
+        except OSError as exc:
+            where = exc.filename or options.output_dir
+            raise PackError(f"{where}: {exc.strerror or exc} (while writing {options.output_dir})") from exc
+
+
+def _build(options: BuildOptions, progress: BuildProgress) -> BuildResult:
+    check_output_path(options.model_dir, options.output_dir, force=options.force)
     if options.profile in HF_PROFILES:  # atb / torch: no MindSpore conversion
         return build_hf_model_dir(options, progress)
     plan = plan_build(options)
@@ -134,12 +160,15 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
     if plan.options.profile == "mf-safetensors" and weights.files[0].suffix != ".safetensors":
         raise PackError(f"{weights.files[0]}: profile mf-safetensors needs safetensors weights; use --profile mf-ckpt")
     final_dir = options.output_dir.absolute()
-    with StagedDirectory(final_dir, force=options.force) as staging:
+    inputs = sorted({plan.model.config_path, *opened.files, *plan.tokenizer.files, *plan.research_files})
+    converting = options.profile != "mf-safetensors"
+    # The converter hashes the safetensors it reads; the rest is hashed alongside, and cancelled on failure.
+    streamed = {f for f in weights.files if f.suffix == ".safetensors"} if converting else set()
+    with StagedDirectory(final_dir, force=options.force) as staging, \
+            BackgroundHashes([p for p in inputs if p not in streamed]) as input_hashes:
         assert staging.path is not None
         root = staging.path
         known_hashes: dict[Path, str] = {}
-        inputs = sorted({plan.model.config_path, *opened.files, *plan.tokenizer.files, *plan.research_files})
-        input_hashes = hash_in_background(inputs)
         progress.stage("copying config and tokenizer")
         _copy_metadata(plan, root)
         (root / WEIGHTS_DIR).mkdir(mode=0o750)
@@ -160,10 +189,13 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
         else:
             progress.stage("converting weights")
             progress.start(source_bytes(weights, plan.specs))
-            rank_files = convert_to_ranks(
-                weights, plan.specs, plan.tp_plan.tp, root / WEIGHTS_DIR, crc=options.crc, progress=progress.advance
+            converted = convert_to_ranks(
+                weights, plan.specs, plan.tp_plan.tp, root / WEIGHTS_DIR, crc=options.crc, clamp=options.clamp,
+                progress=progress.advance,
             )
+            rank_files = converted.rank_files
             known_hashes.update({f.path: f.sha256 for f in rank_files})
+            known_hashes.update(converted.input_hashes)
             tensors = {
                 "count": len(plan.specs),
                 "format": "ckpt",
@@ -201,7 +233,8 @@ def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None
         )
         write_manifest(root, manifest)
         staging.commit()
-    return BuildResult(output_dir=final_dir, manifest=manifest, notes=[*opened.notes, *plan.tp_plan.notes])
+    return BuildResult(output_dir=final_dir, manifest=manifest,
+                       notes=[*opened.notes, *staging.notes, *plan.tp_plan.notes])
 
 
 def _input_options(options: BuildOptions) -> InputOptions:

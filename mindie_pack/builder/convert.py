@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
 
 from mindie_pack.errors import PackError
 from mindie_pack.models import ModelDims, ModelFamily, TensorSpec
 from mindie_pack.weights.ckpt_format import CkptWriter
-from mindie_pack.weights.dtypes import RawTensor, cast
-from mindie_pack.weights.hf_source import HFWeights
+from mindie_pack.weights.dtypes import FINITE_MAX, CastOverflow, RawTensor, cast_checked, largest_finite_abs
+from mindie_pack.weights.fileio import Buffer, SequentialHash, advise_sequential, pread_exact
+from mindie_pack.weights.hf_source import HFWeights, TensorEntry
 
 ProgressCallback = Callable[[int], None]
 
@@ -73,6 +80,105 @@ def rank_slices(tensor: RawTensor, spec: TensorSpec, tp: int) -> list[RawTensor]
     return slices
 
 
+# Source bytes handled per step: bounds the memory of one step whatever the tensor size.
+STEP_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class ConversionResult:
+    rank_files: list[RankFile]
+    input_hashes: dict[Path, str]  # sha256 of the safetensors files, taken while reading them
+
+
+class _Source:
+    """Row-range reads of HF tensors: safetensors by positioned reads into one reused buffer, .bin through
+    torch (whole tensor, then sliced)."""
+
+    def __init__(self, weights: HFWeights) -> None:
+        self.weights = weights
+        self._fds: dict[Path, int] = {}
+        self.hashes: dict[Path, SequentialHash] = {}
+        self._read_buffer = Buffer()
+        self._gap_buffer = Buffer()
+        self._held: tuple[str, RawTensor] | None = None
+
+    def _fd(self, path: Path) -> int:
+        if path not in self._fds:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            advise_sequential(fd)
+            self._fds[path] = fd
+            self.hashes[path] = SequentialHash(fd, self._gap_buffer)
+        return self._fds[path]
+
+    def rows(self, entry: TensorEntry, start: int, end: int) -> tuple[np.ndarray, Callable[[], None] | None]:
+        """Rows [start, end) of the tensor (a view into a reused buffer), and the input-hash job for them."""
+        tail = entry.shape[1:]
+        if entry.file.suffix != ".safetensors":
+            if self._held is None or self._held[0] != entry.name:
+                self._held = None
+                self._held = (entry.name, self.weights.read(entry.name))
+            array = self._held[1].array
+            return (array[start:end] if array.ndim else array), None
+        row_bytes = entry.nbytes // max(1, entry.shape[0]) if entry.shape else entry.nbytes
+        offset = entry.start + start * row_bytes
+        count = (end - start) * row_bytes if entry.shape else entry.nbytes
+        view = self._read_buffer.view(count)
+        fd = self._fd(entry.file)
+        try:
+            pread_exact(fd, view, offset)
+        except EOFError:
+            raise PackError(f"{entry.file}: truncated while reading tensor {entry.name!r}") from None
+        array = np.frombuffer(view, dtype=entry.dtype.info.storage)
+        array = array.reshape((end - start, *tail)) if entry.shape else array.reshape(())
+        return array, self.hashes[entry.file].job_for(offset, view)
+
+    def input_hashes(self) -> dict[Path, str]:
+        return {path: hasher.hexdigest() for path, hasher in self.hashes.items()}
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _conversion_order(weights: HFWeights, specs: list[TensorSpec]) -> list[TensorSpec]:
+    """Specs grouped by source tensor, groups in the order their bytes sit in the input files (sequential
+    reads, one pass for the input hashes); within a group, the family's order."""
+    files = {path: index for index, path in enumerate(weights.files)}
+    first: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        first.setdefault(spec.source, index)
+
+    def key(spec: TensorSpec) -> tuple[int, int, int, int]:
+        entry = weights.entries[spec.source]
+        rows = spec.source_rows[0] if spec.source_rows else 0
+        return files.get(entry.file, len(files)), entry.start, first[spec.source], rows
+
+    return sorted(specs, key=key)
+
+
+def _rank_part(array: np.ndarray, spec: TensorSpec, tp: int, rank: int, row0: int, rows_per_rank: int) -> np.ndarray:
+    """Rank `rank`'s share of a block of rows starting at spec row `row0` (may be empty for axis 0)."""
+    if spec.split_axis is None or tp == 1:
+        return array
+    if spec.split_axis == 0:
+        lo = max(rank * rows_per_rank - row0, 0)
+        hi = min((rank + 1) * rows_per_rank - row0, array.shape[0])
+        return array[lo:hi] if hi > lo else array[:0]
+    size = array.shape[spec.split_axis] // tp
+    index: list[slice] = [slice(None)] * array.ndim
+    index[spec.split_axis] = slice(rank * size, (rank + 1) * size)
+    return np.ascontiguousarray(array[tuple(index)])
+
+
+def _as_bytes(array: np.ndarray) -> memoryview:
+    if not array.size:
+        return memoryview(b"")
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
 def convert_to_ranks(
     weights: HFWeights,
     specs: list[TensorSpec],
@@ -80,38 +186,74 @@ def convert_to_ranks(
     weights_dir: Path,
     *,
     crc: bool = False,
+    clamp: bool = False,
     progress: ProgressCallback | None = None,
-) -> list[RankFile]:
-    """Read each source tensor once, cast it to the dtype the network declares, write each rank's part.
+) -> ConversionResult:
+    """Stream every source tensor, a block of rows at a time, into each rank's `.ckpt`.
 
-    Only the tensor in hand is in memory: peak memory follows the largest tensor, not the model.
+    Memory is bounded by STEP_BYTES (plus a cast's temporaries), not by the tensor or model size. Input
+    files are read once, in file order, and hashed on the way; the output hashes are taken from the bytes as
+    they are written. The two hash streams run on a worker thread while the main thread reads and writes
+    (hashlib, preadv and write release the GIL). Every rank file is on disk (fdatasync) when this returns.
     """
     writers = []
     for rank in range(tp):
         path = rank_file_path(weights_dir, rank)
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        writers.append(CkptWriter(path, crc=crc))
+        writers.append(CkptWriter(path, crc=crc, defer_hash=True))
+    source = _Source(weights)
+    hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
     try:
-        current_name: str | None = None
-        current: RawTensor | None = None
-        for spec in specs:
-            if spec.source != current_name:
-                current, current_name = None, None  # release the previous tensor before reading the next
-                current, current_name = weights.read(spec.source), spec.source
+        for spec in _conversion_order(weights, specs):
+            entry = weights.entries[spec.source]
+            first_row, end_row = spec.source_rows or (0, entry.shape[0] if entry.shape else 1)
+            total_rows = end_row - first_row
+            rank_shape = spec.rank_shape(tp)
+            rank_bytes = math.prod(rank_shape) * spec.dtype.info.itemsize
+            for writer in writers:
+                writer.begin(spec.target, rank_shape, spec.dtype, rank_bytes)
+            rows_per_rank = total_rows // tp if spec.split_axis == 0 else total_rows
+            row_bytes = entry.nbytes // max(1, entry.shape[0]) if entry.shape else entry.nbytes
+            # A cast makes float32 temporaries (2-3x the block): smaller blocks keep memory flat.
+            block_bytes = STEP_BYTES if entry.dtype is spec.dtype else STEP_BYTES // 4
+            step = max(1, block_bytes // max(1, row_bytes))
+            for row in range(first_row, end_row, step):
+                rows, input_job = source.rows(entry, row, min(row + step, end_row))
+                jobs = [hasher.submit(input_job)] if input_job else []
+                try:
+                    stored = cast_checked(RawTensor(entry.dtype, rows), spec.dtype, clamp=clamp).array
+                except CastOverflow as exc:
+                    _refuse_overflow(source, entry, spec, exc)
+                for rank, writer in enumerate(writers):
+                    writer.feed(_as_bytes(_rank_part(stored, spec, tp, rank, row - first_row, rows_per_rank)))
+                    jobs.append(hasher.submit(writer.take_hash_job()))
+                for job in jobs:
+                    job.result()  # the buffers are reused by the next step
                 if progress:
-                    progress(weights.entries[spec.source].nbytes)
-            assert current is not None
-            tensor = current
-            if spec.source_rows is not None:
-                start, end = spec.source_rows
-                tensor = RawTensor(tensor.dtype, tensor.array[start:end])
-            tensor = cast(tensor, spec.dtype)
-            for writer, part in zip(writers, rank_slices(tensor, spec, tp), strict=True):
-                writer.write(spec.target, part)
+                    progress(rows.nbytes)
+        for writer in writers:
+            writer.close(sync=True)
+        return ConversionResult(
+            [RankFile(rank, w.path, w.bytes_written, w.sha256.hexdigest()) for rank, w in enumerate(writers)],
+            source.input_hashes(),
+        )
     finally:
+        hasher.shutdown(wait=True, cancel_futures=True)
         for writer in writers:
             writer.close()
-    return [
-        RankFile(rank, writer.path, writer.bytes_written, writer.sha256.hexdigest())
-        for rank, writer in enumerate(writers)
-    ]
+        source.close()
+
+
+def _refuse_overflow(source: _Source, entry: TensorEntry, spec: TensorSpec, exc: CastOverflow) -> NoReturn:
+    largest = exc.largest
+    rows = entry.shape[0] if entry.shape else 1
+    row_bytes = entry.nbytes // max(1, rows)
+    step = max(1, STEP_BYTES // max(1, row_bytes))
+    for row in range(0, rows, step):  # the whole tensor's largest value, for the message
+        block, _ = source.rows(entry, row, min(row + step, rows))
+        largest = max(largest, largest_finite_abs(RawTensor(entry.dtype, block)))
+    raise PackError(
+        f"{entry.file}: tensor {entry.name!r} has values up to {largest:.6g}, beyond {spec.dtype.info.name}'s "
+        f"largest {FINITE_MAX[spec.dtype]:.6g}: casting it for {spec.target!r} would make them inf; pass --clamp "
+        f"to saturate them at ±{FINITE_MAX[spec.dtype]:.6g}, or choose another --dtype"
+    )

@@ -2,8 +2,8 @@
 
 No conversion to MindSpore: the model directory is the HF folder as MindIE's atb runner and server read it
 (MindIE-LLM 8b4871ad docs/zh/user_guide/quick_start/quick_start.md:39-46 serves a plain HF download):
-- safetensors kept as they are: hard-linked when the link cannot change the source (mode already 0640 and
-  owned by us, so the final chmod is a no-op), copied otherwise; converted only for `--dtype`;
+- safetensors kept as they are: hard-linked when mode (0640) and owner already fit, copied otherwise; converted,
+  streaming, only for `--dtype` (builder/hf_layout.py);
 - config.json with `torch_dtype` float16 or bfloat16: atb raises NotImplementedError for anything else
   (examples/atb_models/atb_llm/runner/model_runner.py:302-309) and the server reads `torch_dtype` and
   `vocab_size` from it (service_parameter_configuration.md:125). transformers >= 5 writes `dtype` instead, so we
@@ -31,9 +31,10 @@ from mindie_pack.builder.atb_models import (
     shipped_release,
     visible_atb_llm,
 )
+from mindie_pack.builder.hf_layout import place_weights
 from mindie_pack.builder.hf_model import HFModel, load_hf_model, read_json
-from mindie_pack.builder.manifest import build_manifest, hash_in_background, read_manifest, write_manifest
-from mindie_pack.builder.staging import FILE_MODE, StagedDirectory
+from mindie_pack.builder.manifest import BackgroundHashes, build_manifest, read_manifest, write_manifest
+from mindie_pack.builder.staging import StagedDirectory
 from mindie_pack.builder.tokenizer import TOKENIZER_FILES
 from mindie_pack.errors import PackError
 from mindie_pack.weights.dtypes import DType
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 HF_PROFILES = ("atb", "torch")
 ATB_DTYPES = ("float16", "bfloat16")  # model_runner.py:302-309
-FLOAT16_MAX = 65504.0
 EXTRA_TEXT_FILES = ("chat_template.jinja", "generation_config.json")
 NO_CPU_PROOF = "no CPU proof"
 
@@ -142,16 +142,16 @@ def build_hf_model_dir(options: BuildOptions, progress: BuildProgress) -> BuildR
     weights = HFWeights(plan.path)
     target = DType.from_name(plan.target_dtype)
     converting = [e for e in weights.entries.values() if e.dtype.is_float and e.dtype is not target]
-    if target is DType.FLOAT16 and converting:
-        _check_float16_range(weights, [e.name for e in converting])
     final_dir = options.output_dir.absolute()
     index = plan.path / SAFETENSORS_INDEX
     inputs = sorted({plan.path / "config.json", *weights.files, *_text_files(plan.path),
                      *([index] if index.is_file() else [])})
-    with StagedDirectory(final_dir, force=options.force) as staging:
+    streamed = set(weights.files) if converting else set()  # hashed by the conversion as it reads them
+    # the other inputs are hashed alongside; a failed or interrupted build cancels that (BackgroundHashes)
+    with StagedDirectory(final_dir, force=options.force) as staging, \
+            BackgroundHashes([p for p in inputs if p not in streamed]) as input_hashes:
         assert staging.path is not None
         root = staging.path
-        input_hashes = hash_in_background(inputs)
         progress.stage("writing config and tokenizer")
         config = dict(plan.config)
         config["torch_dtype"] = plan.target_dtype
@@ -161,22 +161,12 @@ def build_hf_model_dir(options: BuildOptions, progress: BuildProgress) -> BuildR
         for source in _text_files(plan.path):
             shutil.copyfile(source, root / source.name)
         progress.start(sum(f.stat().st_size for f in weights.files))
-        linked: list[str] = []
-        if converting:
-            progress.stage(f"converting weights to {plan.target_dtype}")
-            sizes = {file: _convert_file(file, root / file.name, target, weights) for file in weights.files}
-            if index.is_file():
-                _write_index(index, root / index.name, sum(sizes.values()))
-            for file in weights.files:
-                progress.advance(file.stat().st_size)
-        else:
-            progress.stage("linking safetensors")
-            for source in [*weights.files, *([index] if index.is_file() else [])]:
-                if _link_or_copy(source, root / source.name):
-                    linked.append(source.name)
-                progress.advance(source.stat().st_size if source.suffix == ".safetensors" else 0)
+        progress.stage(f"converting weights to {plan.target_dtype}" if converting else "linking safetensors")
+        # streaming, one block at a time; a value that would overflow is refused naming the tensor (or --clamp)
+        read_hashes = place_weights(weights, target, root, clamp=options.clamp, progress=progress.advance)
+        linked = [f.name for f in weights.files if os.path.samefile(root / f.name, f)]
         progress.stage("hashing inputs and outputs")
-        known = dict(input_hashes.result())
+        known = {**input_hashes.result(), **read_hashes}
         if not converting:  # linked or copied byte for byte: the output's sha256 is the input's (one read, not two)
             known.update({root / f.name: known[f] for f in [*weights.files, *([index] if index.is_file() else [])]})
         dims = plan.model.dims if plan.model else None
@@ -215,65 +205,6 @@ def _text_files(hf_dir: Path) -> list[Path]:
     return named + sorted(p for p in hf_dir.glob("*.py") if p.is_file())
 
 
-def _link_or_copy(source: Path, destination: Path) -> bool:
-    """Hard-link only when the final chmod (0640) cannot change the source: already 0640 and owned by us."""
-    info = source.stat()
-    if (info.st_mode & 0o7777) == FILE_MODE and info.st_uid == os.getuid():
-        try:
-            os.link(source, destination)
-            return True
-        except OSError:
-            pass  # another file system, or links not allowed: copy
-    shutil.copyfile(source, destination)
-    return False
-
-
-def _check_float16_range(weights: HFWeights, names: list[str]) -> None:
-    """float16 holds |x| <= 65504: a larger finite value would become inf on 310P. Refuse before writing."""
-    import numpy as np
-
-    from mindie_pack.weights.dtypes import to_float32
-
-    for name in names:
-        values = to_float32(weights.read(name))
-        finite = values[np.isfinite(values)]
-        peak = float(np.abs(finite).max()) if finite.size else 0.0
-        if peak > FLOAT16_MAX:
-            raise PackError(f"tensor {name!r}: max |value| {peak:.6g} overflows float16 (max {FLOAT16_MAX:g}); "
-                            "keep bfloat16 (not on 310P) or use a float16 release of the model")
-
-
-def _convert_file(source: Path, destination: Path, target: DType, weights: HFWeights) -> int:
-    """One safetensors file with every floating tensor cast to `target`: our reader and cast (round to nearest even,
-    as torch), written by the safetensors library's own serializer (its numpy front end has no bfloat16)."""
-    import numpy as np
-    import safetensors
-    from safetensors import safe_open, serialize_file
-
-    from mindie_pack.weights.dtypes import cast
-
-    with safe_open(str(source), framework="numpy") as handle:  # the header's metadata only
-        metadata = handle.metadata() or {}
-    tensors: dict[str, Any] = {}
-    alive: list[np.ndarray] = []  # TensorSpec points into these buffers until serialize_file returns
-    total = 0
-    for entry in (e for e in weights.entries.values() if e.file == source):
-        raw = weights.read(entry.name)
-        if raw.dtype.is_float:
-            raw = cast(raw, target)
-        array = np.ascontiguousarray(raw.array)
-        alive.append(array)
-        if hasattr(safetensors, "TensorSpec"):  # safetensors >= 0.8
-            tensors[entry.name] = safetensors.TensorSpec(dtype=raw.dtype.info.name, shape=array.shape,
-                                                         data_ptr=array.ctypes.data, data_len=array.nbytes)
-        else:  # the dict form of earlier releases
-            tensors[entry.name] = {"dtype": raw.dtype.info.safetensors, "shape": list(array.shape),
-                                   "data": array.tobytes()}
-        total += array.nbytes
-    serialize_file(tensors, str(destination), metadata={**metadata, "format": metadata.get("format", "pt")})
-    return total
-
-
 def _write_index(source: Path, destination: Path, total_size: int) -> None:
     index = read_json(source)
     index.setdefault("metadata", {})["total_size"] = total_size
@@ -297,10 +228,7 @@ def is_hf_layout(model_dir: Path) -> bool:
 def verify_hf_dir(model_dir: Path, reference: Path | None, report: VerifyReport) -> VerifyReport:
     """Manifest, the atb rules on config.json and modes, tensors readable and of the declared dtype, and (with a
     reference) every tensor equal to the reference after the cast to that dtype."""
-    import numpy as np
-
     from mindie_pack.builder.verify import check_manifest
-    from mindie_pack.weights.dtypes import cast
 
     check_manifest(model_dir, report)
     manifest = read_manifest(model_dir)
@@ -323,21 +251,11 @@ def verify_hf_dir(model_dir: Path, reference: Path | None, report: VerifyReport)
     report.add("weights", not wrong, f"tensor {wrong[0]!r} is not {dtype_name} (config.json torch_dtype)" if wrong
                else f"{len(ours.entries)} tensors in {len(ours.files)} safetensors file(s), all {dtype_name}")
     if reference is not None and not wrong:
-        theirs = HFWeights(reference)
-        if set(ours.entries) != set(theirs.entries):
-            report.add("reference", False, f"{model_dir}: tensor names differ from {reference}")
-        else:
-            for name in ours.entries:
-                expected = theirs.read(name)
-                if expected.dtype.is_float:
-                    expected = cast(expected, want)
-                if ours.read(name).array.tobytes() != np.ascontiguousarray(expected.array).tobytes():
-                    report.add("reference", False, f"tensor {name!r} differs from {reference} (after the cast to "
-                               f"{dtype_name})")
-                    break
-            else:
-                report.add("reference", True, f"all {len(ours.entries)} tensors equal the reference (after the cast "
-                           f"to {dtype_name})")
+        # the independent oracle: the reference read by the safetensors library and cast by torch, streaming
+        from mindie_pack.builder.verify import check_safetensors_reference
+
+        check_safetensors_reference(model_dir, reference, report,
+                                    clamp=bool(manifest.get("options", {}).get("clamp", False)))
     if not manifest.get("model", {}).get("cpu_runtime", True):
         report.add("cpu-proof", True, f"{NO_CPU_PROOF}: model_type {config.get('model_type')!r} is built and "
                    "deployable, but mindie-pack's CPU runtime does not run it")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,19 +15,50 @@ from mindie_pack.errors import PackError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
+_HASH_STEP = 8 * 1024 * 1024
 
 
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+def sha256_file(path: Path, cancel: threading.Event | None = None) -> str:
+    """sha256 of a file in 8 MiB steps (constant memory); stops with HashCancelled once `cancel` is set."""
+    sha = hashlib.sha256()
+    buffer = bytearray(_HASH_STEP)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as handle:
+        while got := handle.readinto(buffer):
+            if cancel is not None and cancel.is_set():
+                raise HashCancelled(path)
+            sha.update(view[:got])
+    return sha.hexdigest()
 
 
-def hash_in_background(paths: list[Path]) -> Future[dict[Path, str]]:
-    """sha256 of the inputs on a second thread while the conversion runs (hashlib releases the GIL)."""
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-inputs")
-    future = executor.submit(lambda: {p: sha256_file(p) for p in paths})
-    executor.shutdown(wait=False)
-    return future
+class HashCancelled(Exception):
+    pass
+
+
+class BackgroundHashes:
+    """sha256 of some inputs on a second thread while the conversion runs (hashlib releases the GIL).
+
+    `cancel()` stops it within one 8 MiB step: a failed or interrupted build does not wait for the
+    hashing of every input (140 GB for a 72B model)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._cancel = threading.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-inputs")
+        self._future: Future[dict[Path, str]] = self._executor.submit(
+            lambda: {p: sha256_file(p, self._cancel) for p in paths})
+        self._executor.shutdown(wait=False)
+
+    def result(self) -> dict[Path, str]:
+        return self._future.result()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def __enter__(self) -> BackgroundHashes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
 
 
 def file_record(path: Path, root: Path | None = None, sha256: str | None = None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class BuildOptions:
     lora: Path | None = None
     keep: tuple[str, ...] = ()
     train_yaml: Path | None = None
+    clamp: bool = False  # saturate values a narrowing cast would turn into inf (default: refuse)
 
     def as_manifest(self) -> dict[str, Any]:
         data = asdict(self)

@@ -74,8 +74,8 @@ def build(
                                        help="Model directory to write (MindIE modelWeightPath)."),
     tp: int | None = typer.Option(None, "--tp", min=1, help="Tensor-parallel degree = MindIE worldSize (default 1)."),
     dtype: str | None = typer.Option(None, "--dtype", help="bfloat16, float16 or float32 (default: HF torch_dtype)."),
-    profile: str | None = typer.Option(None, "--profile",
-                                           help="mf-ckpt (default), mf-safetensors, llm-boost, atb, torch."),
+    profile: str | None = typer.Option(None, "--profile", help="mf-ckpt (default), mf-safetensors, llm-boost, "
+                                       "atb or torch (the HF folder for MindIE's atb/torch backends)."),
     name: str | None = typer.Option(None, "--name", help="Model name (default: the output folder's name)."),
     mindformers_src: Path | None = typer.Option(None, "--mindformers-src", help="MindFormers source checkout."),
     vocab_emb_dp: bool | None = typer.Option(None, "--vocab-emb-dp/--no-vocab-emb-dp",
@@ -84,6 +84,8 @@ def build(
     crc: bool = typer.Option(False, "--crc", help="Append MindSpore's CRC trailer to each .ckpt."),
     mindie_version: str | None = typer.Option(None, "--mindie-version",
                                               help="atb/torch: the MindIE release whose rules apply (default 3.0.0)."),
+    clamp: bool = typer.Option(False, "--clamp", help="Saturate values a narrowing cast would make inf "
+                               "(default: refuse, naming the tensor)."),
     spec_path: Path | None = typer.Option(None, "--spec", help=f"Deployment spec (default ./{DEFAULT_SPEC_NAME})."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output (once the new one is complete)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
@@ -107,7 +109,8 @@ def build(
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("output_dir") is None:
         raise PackError("--output is required (or model.output in the spec)")
-    options = BuildOptions(**values, force=force, crc=crc)
+
+    options = BuildOptions(**values, force=force, crc=crc, clamp=clamp)
     bar, hooks = _progress_bar(not as_json and console.is_terminal)
     if bar is not None:
         with bar:
@@ -134,14 +137,17 @@ def verify(
     run: bool = typer.Option(False, "--run", help="Also run the model on CPU and compare with the reference."),
     prompt: str | None = typer.Option(None, "--prompt", help="Prompt for --run."),
     tokens: int = typer.Option(16, "--tokens", min=1, help="Greedy tokens to compare with --run."),
+    mindspore_all: bool = typer.Option(False, "--mindspore", help="Have MindSpore read every tensor (default: "
+                                       "a sample of each rank; our own reader reads all of them)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Re-hash files against the manifest, load every rank with MindSpore, compare with the HF source."""
+    """Re-hash files against the manifest, parse every rank, have MindSpore read a sample, compare with the HF
+    source (independently read, cast and split) in constant memory."""
     if run and reference is None:
         raise PackError("--run needs --reference HF_DIR (the model to compare against)")
     from mindie_pack.builder.verify import verify_model_dir
 
-    report = verify_model_dir(model_dir, reference)
+    report = verify_model_dir(model_dir, reference, mindspore_full=mindspore_all)
     if run and report.ok:
         from mindie_pack.runtime.compare import DEFAULT_PROMPT, compare_with_reference
 
@@ -199,12 +205,21 @@ def tiny_model(
     family: str = typer.Option("qwen2", "--family", help="llama, qwen2 or baichuan2."),
     dtype: str = typer.Option("bfloat16", "--dtype"),
     shards: int = typer.Option(1, "--shards", min=1, help="Number of safetensors shards."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing folder (it is kept as FOLDER.bak-TIME)."),
 ) -> None:
     """Generate a tiny random HF model with a trained byte-level BPE tokenizer (for rehearsals and tests)."""
-    from mindie_pack.tiny_model import TinyModelSpec, make_tiny_model
+    from mindie_pack.tiny_model import TinyModelSpec, place_tiny_model
 
     kv_heads = 4 if family == "baichuan2" else 2
-    make_tiny_model(output, TinyModelSpec(family=family, dtype=dtype, shards=shards, num_kv_heads=kv_heads))
+    try:
+        backup = place_tiny_model(output, TinyModelSpec(family=family, dtype=dtype, shards=shards,
+                                                        num_kv_heads=kv_heads), force=force)
+    except ValueError as exc:
+        raise PackError(str(exc)) from None
+    except OSError as exc:
+        raise PackError(f"{exc.filename or output}: {exc.strerror or exc}") from None
+    if backup:
+        console.print(f"note: the previous {output} was moved to {backup}", markup=False)
     Console(highlight=False).print(f"wrote tiny {family} model to {output}", markup=False)
 
 

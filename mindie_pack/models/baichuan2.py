@@ -4,11 +4,15 @@ normalises it in-graph) and is always split by rows, whatever vocab_emb_dp says.
 
 from __future__ import annotations
 
+from typing import Any
+
+from mindie_pack.errors import PackError
 from mindie_pack.models.base import ModelDims, ModelFamily, TensorSpec, TokenizerChoice, TpPlan
 from mindie_pack.weights.dtypes import DType
 
 # Baichuan2-13B (ALiBi) is told apart from 7B (RoPE) by its width: the HF configs of both say "baichuan".
 _BAICHUAN2_13B_HIDDEN = 5120
+_BAICHUAN1_VOCAB = 64000
 
 
 class Baichuan2Family(ModelFamily):
@@ -17,6 +21,17 @@ class Baichuan2Family(ModelFamily):
     model_types = ("baichuan",)
     description = "Baichuan2-7B/13B (BaichuanForCausalLM)"
     default_vocab_emb_dp = True
+
+    def dims(self, config: dict[str, Any]) -> ModelDims:
+        dims = super().dims(config)
+        # Baichuan (v1: baichuan-7B, Baichuan-13B) shares model_type "baichuan" but has a 64000-token vocabulary
+        # and a plain lm_head; MindFormers' Baichuan2 networks would normalise it as a NormHead.
+        if dims.vocab_size == _BAICHUAN1_VOCAB or "BaiChuanForCausalLM" in (config.get("architectures") or []):
+            raise PackError(
+                f"config.json: vocab_size {dims.vocab_size} / architectures {config.get('architectures')} is "
+                "Baichuan (v1), which has no NormHead lm_head; only Baichuan2 (vocab_size 125696) is supported"
+            )
+        return dims
 
     def is_alibi(self, dims: ModelDims) -> bool:
         return dims.hidden_size == _BAICHUAN2_13B_HIDDEN
@@ -37,8 +52,6 @@ class Baichuan2Family(ModelFamily):
     def plan_tp(self, dims: ModelDims, tp: int, vocab_emb_dp: bool | None) -> TpPlan:
         plan = super().plan_tp(dims, tp, vocab_emb_dp)
         if tp > 1 and dims.vocab_size % tp:
-            from mindie_pack.errors import PackError
-
             raise PackError(
                 f"config.json: --tp {tp} must divide vocab_size ({dims.vocab_size}) for Baichuan2, whose "
                 "NormHead lm_head is always split across ranks"

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from mindie_pack.weights.dtypes import DType, RawTensor
+from mindie_pack.weights.fileio import DirectWriter
 
 # MindSpore cuts tensors larger than 512 MiB into several records with the same tag (SLICE_SIZE).
 CHUNK_BYTES = 512 * 1024 * 1024
@@ -65,46 +64,98 @@ def record_header(name: str, dims: tuple[int, ...], type_str: str, content_len: 
 
 
 class CkptWriter:
-    """Appends tensors to a `.ckpt` file as they come; nothing but the current tensor is held."""
+    """Appends tensors to a `.ckpt` file as they come; nothing but the current piece of data is held.
 
-    def __init__(self, path: Path, *, crc: bool = False, chunk_bytes: int = CHUNK_BYTES) -> None:
+    Two ways to write: `write(name, tensor)` for a tensor in memory, or `begin(name, dims, dtype, nbytes)`
+    followed by `feed(data)` calls that stream the tensor's content in row order (the record headers of
+    MindSpore's 512 MiB pieces are inserted where they fall). The sha256 of the file is kept up to date;
+    with `defer_hash=True` the bytes to hash are queued instead and `take_hash_job()` returns a callable that
+    hashes them (so another thread can do it), which must run before the fed buffers are reused.
+    """
+
+    def __init__(self, path: Path, *, crc: bool = False, chunk_bytes: int = CHUNK_BYTES,
+                 defer_hash: bool = False) -> None:
         if path.suffix != ".ckpt":
             raise ValueError(f"{path}: MindSpore only loads files ending in .ckpt")
         self.path = path
         self._crc_enabled = crc
         self._crc = 0
         self._chunk_bytes = chunk_bytes
-        self._file: BinaryIO = path.open("wb")
+        self._defer_hash = defer_hash
+        self._pending: list[bytes | memoryview] = []
+        self._file: DirectWriter | None = DirectWriter(path)
         self.bytes_written = 0
         self.sha256 = hashlib.sha256()  # of the whole file, trailer included, for the manifest
+        self._record: tuple[bytes, tuple[int, ...], str] | None = None
+        self._record_left = 0
+        self._piece_left = 0
 
     def _emit(self, data: bytes | memoryview) -> None:
+        assert self._file is not None
         self._file.write(data)
         self.bytes_written += len(data)
-        self.sha256.update(data)
+        if self._defer_hash:
+            self._pending.append(data)
+        else:
+            self.sha256.update(data)
         if self._crc_enabled:
             self._crc = binascii.crc32(data, self._crc)
+
+    def take_hash_job(self) -> Callable[[], None]:
+        pending, self._pending = self._pending, []
+        sha = self.sha256
+
+        def job() -> None:
+            for data in pending:
+                sha.update(data)
+
+        return job
+
+    def begin(self, name: str, dims: tuple[int, ...], dtype: DType, nbytes: int) -> None:
+        """Start a record of `nbytes` content bytes; an empty tensor is written at once."""
+        if self._record_left:
+            raise ValueError(f"{self.path}: record {self._record!r} is incomplete")
+        self._record = (name.encode(), dims, dtype.info.mindspore)
+        self._record_left, self._piece_left = nbytes, 0
+        if nbytes == 0:
+            self._emit(record_header(name, dims, dtype.info.mindspore, 0))
+
+    def feed(self, data: memoryview) -> None:
+        assert self._record is not None
+        if len(data) > self._record_left:
+            raise ValueError(f"{self.path}: more data than the record {self._record[0]!r} holds")
+        while len(data):
+            if self._piece_left == 0:
+                name, dims, type_str = self._record
+                self._piece_left = min(self._chunk_bytes, self._record_left)
+                self._emit(record_header(name.decode(), dims, type_str, self._piece_left))
+            n = min(len(data), self._piece_left)
+            self._emit(data[:n])
+            data = data[n:]
+            self._piece_left -= n
+            self._record_left -= n
 
     def write(self, name: str, tensor: RawTensor) -> None:
         dims = tuple(tensor.array.shape)  # taken before the copy: ascontiguousarray turns 0-d into 1-d
         array = tensor.array if tensor.array.flags.c_contiguous else np.ascontiguousarray(tensor.array)
         content = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
-        type_str = tensor.dtype.info.mindspore
-        pieces = max(1, math.ceil(len(content) / self._chunk_bytes))
-        for index in range(pieces):
-            piece = content[index * self._chunk_bytes:(index + 1) * self._chunk_bytes]
-            self._emit(record_header(name, dims, type_str, len(piece)))
-            self._emit(piece)
+        self.begin(name, dims, tensor.dtype, len(content))
+        self.feed(content)
+        if self._defer_hash:
+            self._pending = [bytes(p) for p in self._pending]  # the caller may reuse `tensor` at once
 
-    def close(self) -> None:
-        if self._file.closed:
+    def close(self, *, sync: bool = False) -> None:
+        """Finish the file (CRC trailer); with `sync`, wait until its data is on disk."""
+        if self._file is None:
             return
-        if self._crc_enabled:
-            trailer = CRC_MARKER + self._crc.to_bytes(10, "big")
-            self._file.write(trailer)
-            self.bytes_written += len(trailer)
-            self.sha256.update(trailer)
-        self._file.close()
+        try:
+            if self._crc_enabled:
+                self._crc_enabled = False  # the trailer is not part of its own checksum
+                self._emit(CRC_MARKER + self._crc.to_bytes(10, "big"))
+            self.take_hash_job()()
+        finally:
+            file, self._file = self._file, None
+            file.close(sync=sync)
 
     def __enter__(self) -> CkptWriter:
         return self
@@ -122,6 +173,7 @@ class CkptRecord:
     dims: tuple[int, ...]
     type_str: str
     pieces: tuple[tuple[int, int], ...]  # (offset, length) of each content piece in the file
+    span: tuple[int, int] = (0, 0)  # [start, end) of the record's bytes (all its pieces, headers included)
 
     @property
     def dtype(self) -> DType:
@@ -205,11 +257,11 @@ def scan_records(path: Path) -> Iterator[CkptRecord]:
             dims, type_str, content_pos, content_len = _parse_tensor_fields(head, pos)
             piece = (offset + content_pos, content_len)
             if pending is not None and pending.name == name:
-                pending = CkptRecord(name, dims, type_str, pending.pieces + (piece,))
+                pending = CkptRecord(name, dims, type_str, pending.pieces + (piece,), (pending.span[0], record_end))
             else:
                 if pending is not None:
                     yield pending
-                pending = CkptRecord(name, dims, type_str, (piece,))
+                pending = CkptRecord(name, dims, type_str, (piece,), (offset, record_end))
             offset = record_end
         if pending is not None:
             yield pending

@@ -86,7 +86,7 @@ class RawTensor:
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    return np.left_shift(bits, 16, dtype=np.uint32).view(np.float32)
 
 
 def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
@@ -102,7 +102,8 @@ def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
 def to_float32(tensor: RawTensor) -> np.ndarray:
     if tensor.dtype is DType.BFLOAT16:
         return bfloat16_bits_to_float32(tensor.array)
-    return tensor.array.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        return tensor.array.astype(np.float32, copy=False)
 
 
 def cast(tensor: RawTensor, target: DType) -> RawTensor:
@@ -114,4 +115,61 @@ def cast(tensor: RawTensor, target: DType) -> RawTensor:
     as_f32 = to_float32(tensor)
     if target is DType.BFLOAT16:
         return RawTensor(target, float32_to_bfloat16_bits(as_f32))
-    return RawTensor(target, as_f32.astype(target.info.storage))
+    with np.errstate(over="ignore"):  # overflow to inf is IEEE behaviour; cast_checked reports it
+        return RawTensor(target, as_f32.astype(target.info.storage))
+
+
+# Largest finite value of each float type (float16: 65504; bfloat16: 0x7F7F; float32: FLT_MAX).
+FINITE_MAX = {
+    DType.FLOAT16: float(np.finfo(np.float16).max),
+    DType.BFLOAT16: float(bfloat16_bits_to_float32(np.array([0x7F7F], dtype=np.uint16))[0]),
+    DType.FLOAT32: float(np.finfo(np.float32).max),
+    DType.FLOAT64: float(np.finfo(np.float64).max),
+}
+
+
+class CastOverflow(ValueError):
+    """A finite value became infinite in a narrowing cast; `largest` is the largest finite |value| seen."""
+
+    def __init__(self, target: DType, largest: float) -> None:
+        super().__init__(f"values up to {largest:.6g} overflow {target.info.name} (largest finite "
+                         f"{FINITE_MAX[target]:.6g})")
+        self.target = target
+        self.largest = largest
+
+
+def _is_inf(tensor: RawTensor) -> np.ndarray:
+    # On the bit patterns: numpy's float16 isinf is an emulated scalar loop, ~10x slower than this.
+    if tensor.dtype is DType.BFLOAT16:
+        return (tensor.array & 0x7FFF) == 0x7F80
+    if tensor.dtype is DType.FLOAT16:
+        return (tensor.array.view(np.uint16) & 0x7FFF) == 0x7C00
+    return np.isinf(tensor.array)
+
+
+def largest_finite_abs(tensor: RawTensor) -> float:
+    values = to_float32(tensor) if tensor.dtype is not DType.FLOAT64 else tensor.array
+    finite = np.abs(values[np.isfinite(values)])
+    return float(finite.max()) if finite.size else 0.0
+
+
+def cast_checked(tensor: RawTensor, target: DType, *, clamp: bool = False) -> RawTensor:
+    """`cast`, but a finite value that would become ±inf raises CastOverflow, or with `clamp` is saturated
+    to the target's largest finite value. Infinities and NaNs already in the source pass through unchanged."""
+    if tensor.dtype is target:
+        return tensor
+    result = cast(tensor, target)
+    infinite = _is_inf(result)
+    if not infinite.any():  # the common case: one cheap test
+        return result
+    overflow = infinite & ~_is_inf(tensor)
+    if tensor.dtype is not DType.BFLOAT16:
+        overflow &= ~np.isnan(tensor.array)
+    if not overflow.any():
+        return result
+    if not clamp:
+        raise CastOverflow(target, largest_finite_abs(tensor))
+    limit = FINITE_MAX[target]
+    values = to_float32(tensor) if tensor.dtype is not DType.FLOAT64 else tensor.array.copy()
+    values = np.where(overflow.reshape(values.shape), np.copysign(limit, values), values)
+    return cast(RawTensor(DType.FLOAT32 if values.dtype == np.float32 else DType.FLOAT64, values), target)

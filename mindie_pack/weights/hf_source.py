@@ -197,6 +197,19 @@ class HFWeights:
             array = array.byteswap()
         return RawTensor(entry.dtype, array)
 
+    def read_rows(self, name: str, start: int, end: int) -> np.ndarray:
+        """Rows [start, end) of a safetensors tensor (raw storage dtype), reading only those bytes."""
+        entry = self.entries[name]
+        if entry.file in self._bin_state:
+            return self._read_bin(entry).array[start:end]
+        row_bytes = entry.nbytes // max(1, entry.shape[0])
+        array = np.empty((end - start, *entry.shape[1:]), dtype=entry.dtype.info.storage)
+        with entry.file.open("rb", buffering=0) as handle:
+            handle.seek(entry.start + start * row_bytes)
+            if handle.readinto(memoryview(array.reshape(-1).view(np.uint8))) != array.nbytes:
+                raise PackError(f"{entry.file}: truncated while reading tensor {name!r}")
+        return array
+
     def _read_bin(self, entry: TensorEntry) -> RawTensor:
         import torch
 

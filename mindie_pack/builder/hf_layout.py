@@ -1,0 +1,111 @@
+"""Weight files of the atb/torch profiles (builder/hf_profile.py): placed as MindIE's atb/torch backends read them.
+
+Safetensors are kept as they are: hard-linked when their mode (0640) and owner already fit (MindIE 3.0's rules:
+files 0640, owner = the service user unless root; model_deploy_config.cpp:467,481, safe_path.cpp:281-335 at
+8b4871ad), else copied; with a `--dtype` other than the stored one they are rewritten, streaming one block of rows
+at a time (constant memory), with the overflow check. Written by hand: the safetensors library serializes whole
+tensors from memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mindie_pack.builder.convert import STEP_BYTES, _Source
+from mindie_pack.builder.staging import FILE_MODE
+from mindie_pack.errors import PackError
+from mindie_pack.weights.dtypes import FINITE_MAX, CastOverflow, DType, RawTensor, cast_checked
+from mindie_pack.weights.fileio import DirectWriter
+from mindie_pack.weights.hf_source import SAFETENSORS_INDEX, HFWeights
+
+
+def _fits_in_place(path: Path) -> bool:
+    info = path.stat()
+    return (info.st_mode & 0o7777) == FILE_MODE and (os.getuid() == 0 or info.st_uid == os.getuid())
+
+
+def place_weights(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
+                  progress: Callable[[int], None]) -> dict[Path, str]:
+    """Link, copy or convert every weight file into `out`; returns the sha256 of the inputs read on the way."""
+    if any(f.suffix != ".safetensors" for f in weights.files):
+        raise PackError(f"{weights.files[0]}: profiles atb/torch need safetensors weights (MindIE's atb loader "
+                        "reads safetensors); convert the .bin files first")
+    convert = any(e.dtype.is_float and e.dtype is not dtype for e in weights.entries.values())
+    if not convert:
+        for source in weights.files:
+            target = out / source.name
+            linked = False
+            if _fits_in_place(source):
+                try:
+                    os.link(source, target)
+                    linked = True
+                except OSError:
+                    linked = False
+            if not linked:
+                shutil.copyfile(source, target)
+            progress(source.stat().st_size)
+        index = weights.model_dir / SAFETENSORS_INDEX
+        if index.is_file():
+            shutil.copyfile(index, out / SAFETENSORS_INDEX)
+        return {}
+    return _convert_files(weights, dtype, out, clamp=clamp, progress=progress)
+
+
+def _convert_files(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
+                   progress: Callable[[int], None]) -> dict[Path, str]:
+    source = _Source(weights)
+    total = 0
+    weight_map: dict[str, str] = {}
+    try:
+        for file in weights.files:
+            entries = sorted((e for e in weights.entries.values() if e.file == file), key=lambda e: e.start)
+            header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+            offset = 0
+            targets = []
+            for entry in entries:
+                target = dtype if entry.dtype.is_float else entry.dtype
+                nbytes = math.prod(entry.shape) * target.info.itemsize
+                header[entry.name] = {"dtype": target.info.safetensors, "shape": list(entry.shape),
+                                      "data_offsets": [offset, offset + nbytes]}
+                offset += nbytes
+                targets.append(target)
+                weight_map[entry.name] = file.name
+            raw = json.dumps(header, separators=(",", ":")).encode()
+            raw += b" " * (-len(raw) % 8)
+            total += offset
+            writer = DirectWriter(out / file.name, FILE_MODE)
+            try:
+                writer.write(len(raw).to_bytes(8, "little") + raw)
+                for entry, target in zip(entries, targets, strict=True):
+                    rows = entry.shape[0] if entry.shape else 1
+                    row_bytes = entry.nbytes // max(1, rows)
+                    step = max(1, (STEP_BYTES // 4) // max(1, row_bytes))
+                    for row in range(0, rows, step):
+                        block, job = source.rows(entry, row, min(row + step, rows))
+                        if job is not None:
+                            job()
+                        try:
+                            stored = cast_checked(RawTensor(entry.dtype, block), target, clamp=clamp).array
+                        except CastOverflow as exc:
+                            raise PackError(
+                                f"{entry.file}: tensor {entry.name!r} has values up to {exc.largest:.6g}, beyond "
+                                f"{target.info.name}'s largest {FINITE_MAX[target]:.6g}; pass --clamp to saturate "
+                                "them, or keep the stored dtype") from None
+                        writer.write(memoryview(np.ascontiguousarray(stored).reshape(-1).view(np.uint8)))
+                        progress(block.nbytes)
+            finally:
+                writer.close(sync=True)
+        if (weights.model_dir / SAFETENSORS_INDEX).is_file():
+            (out / SAFETENSORS_INDEX).write_text(json.dumps(
+                {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+        return source.input_hashes()
+    finally:
+        source.close()
