@@ -96,6 +96,10 @@ class _Source:
 
     def __init__(self, weights: HFWeights) -> None:
         self.weights = weights
+        # Positioned reads only for a plain HF folder: other tensor sources (a MindSpore checkpoint, a training
+        # output merged by strategy, weights with a LoRA merged in; weights/tensor_source.py) give their tensors
+        # through `read` only, one tensor held at a time.
+        self.raw_files = type(weights) is HFWeights
         self._fds: dict[Path, int] = {}
         self.hashes: dict[Path, SequentialHash] = {}
         self._read_buffer = Buffer()
@@ -113,7 +117,7 @@ class _Source:
     def rows(self, entry: TensorEntry, start: int, end: int) -> tuple[np.ndarray, Callable[[], None] | None]:
         """Rows [start, end) of the tensor (a view into a reused buffer), and the input-hash job for them."""
         tail = entry.shape[1:]
-        if entry.file.suffix != ".safetensors":
+        if entry.file.suffix != ".safetensors" or not self.raw_files:
             if self._held is None or self._held[0] != entry.name:
                 self._held = None
                 self._held = (entry.name, self.weights.read(entry.name))
@@ -148,6 +152,9 @@ def _conversion_order(weights: HFWeights, specs: list[TensorSpec]) -> list[Tenso
     first: dict[str, int] = {}
     for index, spec in enumerate(specs):
         first.setdefault(spec.source, index)
+
+    if type(weights) is not HFWeights:  # other tensor sources: no byte positions to follow (see _Source)
+        return list(specs)
 
     def key(spec: TensorSpec) -> tuple[int, int, int, int]:
         entry = weights.entries[spec.source]

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from mindie_pack.builder.inputs import InputOptions
 from mindie_pack.commands.build_cmds import (
     HF_CONFIG_HELP,
     KEEP_HELP,
@@ -38,6 +37,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Write a Hugging Face folder (safetensors + index, config, tokenizer, generation_config) transformers loads."""
+    from mindie_pack.builder.inputs import InputOptions  # the work's imports: not loaded for --help
     from mindie_pack.export.hf import export_hf
 
     if to != "hf":
