@@ -177,3 +177,31 @@ def test_llama3_rope_scaling_that_mindformers_rejects(cli: Cli, tiny_model_copy:
     _refused(cli, tmp_path, "--model", hf_dir,
              match="rope_scaling.original_max_position_embeddings (8192) must be less than max_position_embeddings "
                    "(512)")
+
+
+def test_an_unloadable_tokenizer_json_is_refused_naming_it(cli: Cli, tiny_model_copy: Callable[..., Path],
+                                                           tmp_path: Path) -> None:
+    """The oracle is the `tokenizers` library (what loads HF fast tokenizers): a file it cannot load is refused at
+    build time, for the ms and the atb profiles, and nothing is written."""
+    hf = tiny_model_copy(family="qwen2")
+    (hf / "tokenizer.json").write_text("{not json")
+    for profile in ("mf-ckpt", "atb"):
+        out = tmp_path / profile
+        result = cli("build", "--model", hf, "--output", out, "--profile", profile)
+        assert result.exit_code == 2, result.stderr
+        assert f"{hf / 'tokenizer.json'}: the tokenizers library cannot load it" in result.stderr
+        assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_a_tampered_yaml_is_blamed_on_the_yaml(cli: Cli, tiny_models: Callable[..., Path], tmp_path: Path) -> None:
+    out = tmp_path / "built"
+    assert cli("build", "--model", tiny_models(family="qwen2"), "--output", out, "--tp", "2").exit_code == 0
+    (yaml_path,) = out.glob("*.yaml")
+    original = yaml_path.read_text()
+    for value, expected in (("4", "parallel_config.model_parallel 4 does not fit the model"),
+                            ("1", "parallel_config.model_parallel is 1, but the directory was built for tp 2")):
+        yaml_path.write_text(original.replace("model_parallel: 2", f"model_parallel: {value}"))
+        result = cli("verify", out)
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr.startswith(f"error: {yaml_path}: {expected}"), result.stderr
+        assert "config.json" not in result.stderr.splitlines()[0].split(":")[0]

@@ -226,7 +226,12 @@ def test_config_file_rules_are_enforced(built: tuple[Path, Path], service: Path,
                           env={**os.environ, "MIES_CONFIG_JSON_PATH": str(tmp_path / "config.json")}, timeout=120,
                           start_new_session=True)
     assert proc.returncode != 0
-    assert "wider than 0640: chmod 640" in proc.stdout
+    # the real daemon's words (its path check), and deploy turns them into the fix
+    assert (f"Check path: {tmp_path / 'config.json'} failed, current permission is 644, required no greater "
+            "than 640") in proc.stdout
+    from mindie_pack.deploy.hints import hints_for
+
+    assert any("chmod 640 config.json" in hint for hint in hints_for(proc.stdout.splitlines()))
 
 
 def test_occupied_port(built: tuple[Path, Path], service: Path, tmp_path: Path) -> None:

@@ -83,6 +83,9 @@ def plan_hf_build(options: BuildOptions) -> HFBuildPlan:
     path = options.model_dir
     if not path.is_dir():
         raise PackError(f"{path}: not a directory (expected a Hugging Face model folder)")
+    from mindie_pack.builder.tokenizer import check_tokenizer_files
+
+    check_tokenizer_files(path)
     config_path = path / "config.json"
     config = read_json(config_path)
     model_type = config.get("model_type")

@@ -51,7 +51,11 @@ def open_model_dir(model_dir: Path) -> BuiltModelDir:
         raise PackError(f"{yaml_path}: not valid YAML ({exc})") from exc
     model = load_hf_model(model_dir)
     parallel = data.get("parallel_config") or {}
-    tp = int(parallel.get("model_parallel", 1))
+    try:
+        tp = int(parallel.get("model_parallel", 1))
+    except (TypeError, ValueError):
+        raise PackError(f"{yaml_path}: parallel_config.model_parallel {parallel.get('model_parallel')!r} is not "
+                        "a whole number") from None
     model_config = (data.get("model") or {}).get("model_config") or {}
     if data.get("use_legacy") is False:
         profile, dtype_name = "mf-safetensors", model_config.get("params_dtype")
@@ -73,6 +77,25 @@ def open_model_dir(model_dir: Path) -> BuiltModelDir:
         # MindFormers follows the yaml's absolute path: a moved or copied directory would load other weights.
         raise PackError(f"{yaml_path}: load_checkpoint is {load_checkpoint}, not this directory's weights folder "
                         f"{model_dir / 'weights'} (directory moved or copied? rebuild it, or fix the yaml's paths)")
-    plan = model.family.plan_tp(model.dims, tp, bool(parallel.get("vocab_emb_dp", True)))
+    try:
+        plan = model.family.plan_tp(model.dims, tp, bool(parallel.get("vocab_emb_dp", True)))
+    except PackError as exc:  # the yaml is what is wrong here, not the --tp of a build
+        raise PackError(f"{yaml_path}: parallel_config.model_parallel {tp} does not fit the model ("
+                        f"{str(exc).removeprefix('config.json: ')})") from None
+    built_tp = _manifest_tp(model_dir)
+    if built_tp is not None and built_tp != tp:
+        raise PackError(f"{yaml_path}: parallel_config.model_parallel is {tp}, but the directory was built for tp "
+                        f"{built_tp} (manifest.json); the yaml was edited: rebuild, or restore model_parallel: "
+                        f"{built_tp}")
     specs = model.family.tensor_specs(model.dims, plan, dtype)
     return BuiltModelDir(model_dir, yaml_path, data, model, profile, tp, dtype, plan, specs)
+
+
+def _manifest_tp(model_dir: Path) -> int | None:
+    import json
+
+    try:
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        return int(manifest["options"]["tp"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

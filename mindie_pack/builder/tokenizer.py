@@ -55,6 +55,29 @@ def research_file(mindformers_src: Path, family: ModelFamily, module: str) -> Pa
     return path
 
 
+def check_tokenizer_files(hf_dir: Path) -> None:
+    """The tokenizer files MindIE will load must be readable: tokenizer.json by the `tokenizers` library (the
+    loader of HF fast tokenizers), tokenizer_config.json as JSON. A broken one is refused here, naming the file,
+    instead of failing at the daemon's start."""
+    import json
+
+    config = hf_dir / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            json.loads(config.read_text())
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise PackError(f"{config}: not valid JSON ({exc})") from None
+    tokenizer = hf_dir / "tokenizer.json"
+    if tokenizer.is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            Tokenizer.from_file(str(tokenizer))
+        except Exception as exc:  # the library raises its own error types (Rust side) for any malformed file
+            first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            raise PackError(f"{tokenizer}: the tokenizers library cannot load it ({first})") from None
+
+
 def plan_tokenizer(
     family: ModelFamily, hf_dir: Path, mindformers_src: Path | None, *, require_research: bool
 ) -> TokenizerPlan:
@@ -65,6 +88,7 @@ def plan_tokenizer(
     SentencePiece tokenizer.model, else LlamaTokenizerFast over tokenizer.json (any HF fast tokenizer).
     """
     present = [hf_dir / name for name in TOKENIZER_FILES if (hf_dir / name).is_file()]
+    check_tokenizer_files(hf_dir)
     names = {p.name for p in present}
     research = family.research_tokenizer()
     if research is not None and (mindformers_src is not None or require_research):
