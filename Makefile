@@ -10,9 +10,13 @@ MINDFORMERS_IMPORT_DEPS := 'datasets<4' 'pyarrow<20' 'pandas<3' rouge_chinese nl
 
 .PHONY: example test setup setup-dev clean
 
+# torch for verify --reference's oracle: the CPU build (pinned, so that pip takes it rather than a CUDA build)
+TORCH ?= torch==2.13.0
+
 $(VENV)/.runtime-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[verify]'
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml $(VENV)/.runtime-installed

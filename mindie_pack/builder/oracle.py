@@ -58,6 +58,11 @@ class Reference:
     """The HF reference folder read through the safetensors library (torch for .bin)."""
 
     def __init__(self, path: Path) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise PackError("verify --reference: the independent oracle reads and casts the reference with torch, "
+                            "which is not installed: pip install 'mindie-pack[verify]' (or torch)")
         self.path = path
         self.files: dict[str, Path] = {}
         self._bin: dict[Path, dict[str, Any]] = {}
