@@ -15,7 +15,12 @@ status -> error_type table (src/server/endpoint/utils/http_rest_resource.h and .
 dispatch error (http_handler.cpp:459-466, @8b4871ad :443-455), /v1/models and /v1/models/{id} (http_handler.cpp
 :1278-1352, @8b4871ad :1362-1436; sri/parse_protocol.cpp), /health (HandleGetHealthStatus, http_handler.cpp
 :1227-1263, @8b4871ad :1311-1349), /stopService, and the defaults MAX_NEW_TOKENS_DFT = 20 and
-VLLM_MAX_NEW_TOKENS_DFT = 16 (endpoint_def.h:75-76 at both commits).
+VLLM_MAX_NEW_TOKENS_DFT = 16 (endpoint_def.h:75-76 at both commits), the OpenAI default max_tokens = maxIterTimes
+(src/server/endpoint/utils/infer_param.cpp:425-427, @8b4871ad :519-525).
+One 3.0.0 change is in decoding, not in a builder: `skip_special_tokens` defaults to true
+(@8b4871ad sri/single_req_infer_interface_base.cpp:965-979, sri/single_req_vllm_openai_infer_interface.cpp:837 and
+:887, ..._completions_...cpp:398 and :453; false at 40fb0630 :995-1010, :850, :903, :410, :465). The emulator's
+runtime always decodes with skip_special_tokens=True (mindie_pack/runtime/tokenizer.py), which is 3.0.0's default.
 """
 
 from __future__ import annotations
