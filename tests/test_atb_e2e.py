@@ -38,6 +38,7 @@ def hf_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(autouse=True)
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("MINDIE_PACK_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("MINDIE_LLM_BENCHMARK_ENABLE", raising=False)  # 3.0 perf fields off, as by default
     yield tmp_path / "state"
     state = load_state(required=False)  # never leave a daemon behind, whatever the test did
     if state is not None and state.pgid and state.pgid > 1 and state.pgid != os.getpgrp():
@@ -121,6 +122,13 @@ def test_build_config_deploy_smoke_stop(mindie_version: str, profile: str, famil
         "inputs": PROMPT, "parameters": {"do_sample": False, "max_new_tokens": TOKENS}})
     assert response.status_code == 200, response.text
     assert response.json()["generated_text"] == transformers_text(hf_dir)
+    # the release's wire format: 3.0.0 adds the OpenAI performance fields only with MINDIE_LLM_BENCHMARK_ENABLE 1|2
+    # (@8b4871ad sri/single_req_vllm_openai_infer_interface.cpp:985-1002), 2.3.0 always (@40fb0630 :1000-1010)
+    model_id = httpx.get(f"{state['business_url']}/v1/models", timeout=30).json()["data"][0]["id"]
+    chat = httpx.post(f"{state['business_url']}/v1/chat/completions", timeout=120, json={
+        "model": model_id, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 2})
+    assert chat.status_code == 200, chat.text
+    assert ("prefill_time" in chat.json()) is not is_30 and ("batch_size" in chat.json()["usage"]) is not is_30
 
     stopped = cli("stop", "--json")
     assert stopped.exit_code == 0

@@ -23,6 +23,7 @@ from mindie_pack.emulator import cluster
 from mindie_pack.emulator.cluster import Member
 from mindie_pack.emulator.engine import Engine, FakeEngine, RuntimeEngine
 from mindie_pack.emulator.server import ServiceState, build_business_app, build_management_app, build_metrics_app
+from mindie_pack.wire import format as wire
 
 SUCCESS_LINE = "Daemon start success!"
 KILLING_LINE = "Daemon is killing, please wait about 15 seconds..."
@@ -143,7 +144,7 @@ async def serve(config: dict[str, Any], settings: dict[str, Any], log: DaemonLog
                 member: Member | None = None) -> int:
     """The planes listen first and answer 503 on health/readiness until the engine is loaded (not 200 before
     ready); then the success lines; SIGTERM/SIGINT stop the servers."""
-    state = ServiceState(config=config)
+    state = ServiceState(config=config, release=str(settings.get("mindie_version") or wire.DEFAULT_RELEASE))
     stop_event = asyncio.Event()
     servers: list[uvicorn.Server] = []
     loop = asyncio.get_running_loop()

@@ -1,13 +1,13 @@
 """The emulator's HTTP servers (starlette on uvicorn): business, management and metrics planes as in MindIE.
 
-Bodies and stream events come from `mindie_pack.wire.format` (MindIE 2.3.0's shapes, with their sources); this
-module decides status codes, limits and the lifecycle (not ready -> ready -> stopping/draining).
+Bodies and stream events come from `mindie_pack.wire.format` (MindIE 2.3.0's shapes, or 3.0.0's where they differ:
+ServiceState.release, from conf/emulator.json "mindie_version"; with their sources); this module decides status codes,
+limits and the lifecycle (not ready -> ready -> stopping/draining).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -40,6 +40,11 @@ class ServiceState:
     started: int = field(default_factory=lambda: int(time.time()))
     idle: asyncio.Event | None = None  # set while no request is running (for /stopService's drain)
     abnormal: list[str] | None = None  # multi-node: the nodes lost (health then answers 500)
+    release: str = wire.DEFAULT_RELEASE  # the MindIE version served (conf/emulator.json "mindie_version")
+
+    def __post_init__(self) -> None:
+        if wire.is_v3(self.release) and not self.stats.v3:
+            self.stats = prom.Stats(v3=True)
 
     def _model(self) -> dict[str, Any]:
         return self.config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0]
@@ -367,13 +372,14 @@ def build_business_app(state: ServiceState) -> Starlette:
             assert done is not None
             result = done.result
             n = len(result.token_ids)
-            usage = {"prompt_tokens": len(gen.prompt), "completion_tokens": n, "batch_size": [1] * n,
-                     "queue_wait_time": [0] * n}
+            perf = wire.openai_perf_fields(state.release)
+            usage = {"prompt_tokens": len(gen.prompt), "completion_tokens": n,
+                     "batch_size": [1] * n if perf else None, "queue_wait_time": [0] * n if perf else None}
             reason = wire.openai_finish_reason(result.finish_reason)
             if chat:
                 return JSONResponse(wire.chat_body(ident, created, model_name, result.text, reason, **usage,
-                                                   prefill_ms=_ms(done.prefill_s),
-                                                   decode_ms=_decode_times(done, token_times)))
+                                                   prefill_ms=_ms(done.prefill_s) if perf else None,
+                                                   decode_ms=_decode_times(done, token_times) if perf else None))
             return JSONResponse(wire.completion_body(ident, created, model_name, result.text, reason, **usage))
 
         build = wire.chat_chunk if chat else wire.completion_chunk
@@ -386,8 +392,10 @@ def build_business_app(state: ServiceState) -> Starlette:
                 if step.done is not None:
                     result = step.done.result
                     n = len(result.token_ids)
+                    perf = wire.openai_perf_fields(state.release)
                     finish = {"finish_reason": wire.openai_finish_reason(result.finish_reason),
-                              "usage": wire.usage(len(gen.prompt), n, [1] * n, [0] * n)}
+                              "usage": wire.usage(len(gen.prompt), n, [1] * n if perf else None,
+                                                  [0] * n if perf else None)}
                 piece = step.token.text if step.token is not None else ""
                 yield wire.sse(build(ident, created, model_name, piece, finish=finish))
             yield wire.DONE
@@ -409,7 +417,7 @@ def _kill_own_group() -> None:
 
 
 def build_management_app(state: ServiceState) -> Starlette:
-    def unhealthy() -> Response | None:
+    def unhealthy(*, wrapped: bool = True) -> Response | None:
         """http_handler.cpp:440-452 CheckHealthAndStop: stopped -> 503 with a body; not healthy -> 503, no body."""
         if state.stopped:
             return error_response(503, "The service has been stopped.")
@@ -417,14 +425,18 @@ def build_management_app(state: ServiceState) -> Starlette:
             return Response(status_code=503)
         if state.abnormal:
             # HandleGetHealthStatus (http_handler.cpp:1227-1262): 500 whose error is itself a JSON string, encoded
-            # by JsonParse::EncodeAbnormalNodeInfo (parse_protocol.cpp:435-447)
-            return error_response(500, json.dumps({"message": "Abnormal node detected", "no_contact_node": [
-                f"node({node}) is abnormal." for node in state.abnormal]}, separators=(",", ":")))
+            # by JsonParse::EncodeAbnormalNodeInfo (parse_protocol.cpp:435-447); unwrapped: that JSON is the body
+            nodes = wire.abnormal_nodes_text(state.abnormal)
+            if wrapped:
+                return error_response(500, nodes)
+            return Response(nodes, status_code=500, media_type="application/json")
         return None
 
     async def health(request: Request) -> Response:
-        # /health, /v2/health/live and /v2/health/ready share the same logic (http_handler.cpp:567-627)
-        return unhealthy() or Response(status_code=200)
+        # /health, /v2/health/live and /v2/health/ready share the same logic in 2.3.0 (http_handler.cpp:567-627);
+        # 3.0.0 answers live/ready without the error wrapper (wire.live_ready_abnormal_is_wrapped)
+        wrapped = request.url.path == "/health" or wire.live_ready_abnormal_is_wrapped(state.release)
+        return unhealthy(wrapped=wrapped) or Response(status_code=200)
 
     async def timed(request: Request) -> Response:
         """http_handler.cpp:539-560: stopped -> 200 healthy; wait time in [1, 600] s (CheckWaitTime :401-437)."""
@@ -439,7 +451,7 @@ def build_management_app(state: ServiceState) -> Starlette:
         try:
             await asyncio.wait_for(Generation(state, "health probe", GenerationParams(max_new_tokens=1)).run(), limit)
         except TimeoutError:
-            return error_response(500, f"Virtual inference timed out after {limit} s.")
+            return error_response(500, wire.timed_timeout_message(state.release, limit))
         except Exception as exc:  # noqa: BLE001
             return error_response(500, str(exc))
         return JSONResponse({"status": "healthy"})
@@ -483,6 +495,7 @@ def build_metrics_app(state: ServiceState) -> Starlette:
     async def metrics(request: Request) -> Response:
         if os.environ.get("MIES_SERVICE_MONITOR_MODE") != "1":  # prometheus_metrics.cpp:41-46
             return error_response(500, "Environment variable MIES_SERVICE_MONITOR_MODE is not set.")
-        return Response(prom.render(state.stats, state.model_name), media_type="application/json")
+        return Response(prom.render(state.stats, state.model_name),
+                        media_type=wire.metrics_content_type(state.release))
 
     return Starlette(routes=[Route("/metrics", metrics)])

@@ -4,12 +4,60 @@ Every builder cites where the real server builds the same thing. Paths are relat
 (= MindIE 2.3.0); `sri/` stands for `src/server/endpoint/single_req_infer_interface/`, `http_handler.cpp` for
 `src/server/endpoint/http_wrapper/http_handler.cpp`. Key order follows the real (nlohmann ordered_json keeps
 insertion order) so transcripts compare byte for byte where it matters.
+
+MindIE 3.0.0 (commit 8b4871ad) is selected by passing the release the emulator serves (`release="3.0.0"`); where
+3.0.0 differs, the fact carries both citations (`@8b4871ad`). Compared for exactly what the emulator serves, with no
+observable difference between 40fb0630 and 8b4871ad: the TGI /generate and /generate_stream bodies and events
+(sri/single_req_tgi_text_infer_interface.cpp, only the stop-string forwarding of PD requests changed), /infer
+(sri/single_req_self_develop_infer_interface.cpp), vLLM /generate (sri/single_req_vllm_infer_interface.cpp: a
+best_of message's capital letter only), the finish reasons (src/server/endpoint/endpoint_def.cpp), the error body and
+status -> error_type table (src/server/endpoint/utils/http_rest_resource.h and .cpp: formatting only), the /generate
+dispatch error (http_handler.cpp:459-466, @8b4871ad :443-455), /v1/models and /v1/models/{id} (http_handler.cpp
+:1278-1352, @8b4871ad :1362-1436; sri/parse_protocol.cpp), /health (HandleGetHealthStatus, http_handler.cpp
+:1227-1263, @8b4871ad :1311-1349), /stopService, and the defaults MAX_NEW_TOKENS_DFT = 20 and
+VLLM_MAX_NEW_TOKENS_DFT = 16 (endpoint_def.h:75-76 at both commits), the OpenAI default max_tokens = maxIterTimes
+(src/server/endpoint/utils/infer_param.cpp:425-427, @8b4871ad :519-525).
+One 3.0.0 change is in decoding, not in a builder: `skip_special_tokens` defaults to true
+(@8b4871ad sri/single_req_infer_interface_base.cpp:965-979, sri/single_req_vllm_openai_infer_interface.cpp:837 and
+:887, ..._completions_...cpp:398 and :453; false at 40fb0630 :995-1010, :850, :903, :410, :465). The emulator's
+runtime always decodes with skip_special_tokens=True (mindie_pack/runtime/tokenizer.py), which is 3.0.0's default.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+from collections.abc import Mapping
 from typing import Any, Literal
+
+DEFAULT_RELEASE = "2.3.0"
+
+
+def is_v3(release: str | None) -> bool:
+    """MindIE 3.x (commit 8b4871ad) rather than 2.3.0 (40fb0630) or older; an unknown release reads as 2.3.0."""
+    match = re.match(r"\s*(\d+)", release or "")
+    return bool(match) and int(match.group(1)) >= 3
+
+
+# -- OpenAI performance fields (usage.batch_size / usage.queue_wait_time, prefill_time / decode_time_arr) -----------
+# 2.3.0 adds them to every OpenAI chat and completions answer (sri/single_req_vllm_openai_infer_interface.cpp:1000-1010
+# and :1171-1180, sri/single_req_vllm_openai_completions_infer_interface.cpp:540 and :642). 3.0.0 adds them only when
+# MINDIE_LLM_BENCHMARK_ENABLE is 1 (sync) or 2 (async) (@8b4871ad sri/single_req_vllm_openai_infer_interface.cpp:
+# 985-1002 and :1162-1176, sri/single_req_vllm_openai_completions_infer_interface.cpp:528-542 and :635-648,
+# BENCHMARK_ENABLE_SYNC/ASYNC src/server/endpoint/endpoint_def.h:104-107), read with EnvUtil::GetInt: std::stoi of
+# the value, 0 when unset or unparsable (@8b4871ad src/utils/env_util.cpp:74-89).
+BENCHMARK_ENV = "MINDIE_LLM_BENCHMARK_ENABLE"
+BENCHMARK_ENABLED_VALUES = (1, 2)
+
+
+def openai_perf_fields(release: str | None, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the OpenAI answers of this release carry the performance fields."""
+    if not is_v3(release):
+        return True
+    value = (os.environ if env is None else env).get(BENCHMARK_ENV, "")
+    match = re.match(r"\s*([+-]?\d+)", value)  # std::stoi: leading blanks, a sign, the leading digits
+    return bool(match) and int(match.group(1)) in BENCHMARK_ENABLED_VALUES
 
 # src/server/endpoint/endpoint_def.h:75 MAX_NEW_TOKENS_DFT = 20 (TGI /generate, /generate_stream, /infer).
 MAX_NEW_TOKENS_DEFAULT = 20
@@ -140,24 +188,30 @@ def vllm_chunk(piece: str) -> bytes:
 
 # -- OpenAI (openAiSupport = vllm, the default: src/config_manager/server_config.cpp:368-373) ----------------------
 
-def _usage(prompt_tokens: int, completion_tokens: int, batch_size: list[int],
-           queue_wait_time: list[int]) -> dict[str, Any]:
+def _usage(prompt_tokens: int, completion_tokens: int, batch_size: list[int] | None,
+           queue_wait_time: list[int] | None) -> dict[str, Any]:
     """sri/single_req_vllm_openai_infer_interface.cpp:987-1004 (+ InsertPerfInfoIntoJson,
-    sri/single_req_infer_interface_base.cpp:1132-1155: batch_size and queue_wait_time are arrays)."""
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens, "batch_size": batch_size,
-            "queue_wait_time": queue_wait_time}
+    sri/single_req_infer_interface_base.cpp:1132-1155: batch_size and queue_wait_time are arrays). None for both
+    perf arrays leaves them out (3.0.0 without MINDIE_LLM_BENCHMARK_ENABLE, see openai_perf_fields)."""
+    body: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                            "total_tokens": prompt_tokens + completion_tokens}
+    if batch_size is not None and queue_wait_time is not None:
+        body.update(batch_size=batch_size, queue_wait_time=queue_wait_time)
+    return body
 
 
 def chat_body(ident: str, created: int, model: str, content: str, finish_reason: str, *, prompt_tokens: int,
-              completion_tokens: int, batch_size: list[int], queue_wait_time: list[int], prefill_ms: float,
-              decode_ms: list[float]) -> dict[str, Any]:
-    """sri/single_req_vllm_openai_infer_interface.cpp:935-1010."""
+              completion_tokens: int, batch_size: list[int] | None, queue_wait_time: list[int] | None,
+              prefill_ms: float | None, decode_ms: list[float] | None) -> dict[str, Any]:
+    """sri/single_req_vllm_openai_infer_interface.cpp:935-1010; prefill_ms/decode_ms None leaves prefill_time and
+    decode_time_arr out (3.0.0 without MINDIE_LLM_BENCHMARK_ENABLE, @8b4871ad :985-1002)."""
     choice = {"index": 0, "message": {"role": "assistant", "content": content, "tool_calls": []}, "logprobs": None,
               "finish_reason": finish_reason}
-    return {"id": ident, "object": "chat.completion", "created": created, "model": model, "choices": [choice],
-            "usage": _usage(prompt_tokens, completion_tokens, batch_size, queue_wait_time),
-            "prefill_time": prefill_ms, "decode_time_arr": decode_ms}
+    body = {"id": ident, "object": "chat.completion", "created": created, "model": model, "choices": [choice],
+            "usage": _usage(prompt_tokens, completion_tokens, batch_size, queue_wait_time)}
+    if prefill_ms is not None and decode_ms is not None:
+        body.update(prefill_time=prefill_ms, decode_time_arr=decode_ms)
+    return body
 
 
 def chat_chunk(ident: str, created: int, model: str, content: str, *, finish: dict[str, Any] | None = None
@@ -176,7 +230,8 @@ def chat_chunk(ident: str, created: int, model: str, content: str, *, finish: di
 
 
 def completion_body(ident: str, created: int, model: str, text: str, finish_reason: str, *, prompt_tokens: int,
-                    completion_tokens: int, batch_size: list[int], queue_wait_time: list[int]) -> dict[str, Any]:
+                    completion_tokens: int, batch_size: list[int] | None, queue_wait_time: list[int] | None
+                    ) -> dict[str, Any]:
     """sri/single_req_vllm_openai_completions_infer_interface.cpp:483-545 (no prefill_time)."""
     choice = {"index": 0, "text": text, "logprobs": None, "stop_reason": None, "finish_reason": finish_reason}
     return {"id": ident, "object": "text_completion", "created": created, "model": model, "choices": [choice],
@@ -196,8 +251,8 @@ def completion_chunk(ident: str, created: int, model: str, text: str, *, finish:
     return chunk
 
 
-def usage(prompt_tokens: int, completion_tokens: int, batch_size: list[int], queue_wait_time: list[int]
-          ) -> dict[str, Any]:
+def usage(prompt_tokens: int, completion_tokens: int, batch_size: list[int] | None,
+          queue_wait_time: list[int] | None) -> dict[str, Any]:
     return _usage(prompt_tokens, completion_tokens, batch_size, queue_wait_time)
 
 
@@ -223,6 +278,35 @@ def model_card(model: str, created: int) -> dict[str, Any]:
     """http_handler.cpp:1338-1352 -> sri/parse_protocol.cpp:411-420 (unknown name: 404 "Model X not found.",
     http_handler.cpp GetRequestModelConfig)."""
     return {"id": model, "object": "model", "created": created, "owned_by": "MindIE Server"}
+
+
+# -- Management and metrics planes ----------------------------------------------------------------------------------
+
+def abnormal_nodes_text(nodes: list[str]) -> str:
+    """JsonParse::EncodeAbnormalNodeInfo (sri/parse_protocol.cpp:435-447, @8b4871ad :430-442)."""
+    return json.dumps({"message": "Abnormal node detected",
+                       "no_contact_node": [f"node({node}) is abnormal." for node in nodes]}, separators=(",", ":"))
+
+
+def live_ready_abnormal_is_wrapped(release: str | None) -> bool:
+    """/v2/health/live and /v2/health/ready with an abnormal node: 2.3.0 answers through HandleGetHealthStatus, a 500
+    whose `error` is the node JSON as a string (http_handler.cpp:567-587 -> :1258-1262); 3.0.0 answers through
+    HandleGetLivenessAndReadiness, a 500 whose body IS the node JSON (@8b4871ad http_handler.cpp:572-594 ->
+    :776-791). /health keeps the wrapped answer in both (@8b4871ad http_handler.cpp:621-630 -> :1343-1348)."""
+    return not is_v3(release)
+
+
+def timed_timeout_message(release: str | None, wait_s: int) -> str:
+    """The `error` of /health/timed's 500 when the virtual inference does not answer in time. 3.0.0 reports the
+    SimulateResult message (@8b4871ad http_handler.cpp:555-561) of a wait that timed out
+    (@8b4871ad src/server/endpoint/health_checker/simulate_request_executor.cpp:143)."""
+    return "Engine callback timeout" if is_v3(release) else f"Virtual inference timed out after {wait_s} s."
+
+
+def metrics_content_type(release: str | None) -> str:
+    """/metrics: application/json in 2.3.0 (http_handler.cpp:897-900), text/plain; charset=utf-8 in 3.0.0
+    (@8b4871ad http_handler.cpp:960-972)."""
+    return "text/plain; charset=utf-8" if is_v3(release) else "application/json"
 
 
 # -- Requests (what smoke and bench send) --------------------------------------------------------------------------
