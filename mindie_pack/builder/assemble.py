@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from mindie_pack.builder.hf_profile import HF_PROFILES, build_hf_model_dir
 from mindie_pack.builder.inputs import InputOptions, input_model, open_input
 from mindie_pack.builder.manifest import BackgroundHashes, build_manifest, write_manifest
 from mindie_pack.builder.options import PROFILES, BuildOptions
-from mindie_pack.builder.staging import FILE_MODE, StagedDirectory, terminate_as_interrupt
+from mindie_pack.builder.staging import StagedDirectory, link_or_copy, terminate_as_interrupt
 from mindie_pack.builder.tokenizer import TokenizerPlan, plan_tokenizer, research_file
 from mindie_pack.builder.yaml_render import YamlInputs, render_yaml, resolve_seq_length
 from mindie_pack.errors import PackError
@@ -261,22 +260,13 @@ def _copy_metadata(plan: BuildPlan, root: Path) -> None:
 
 
 def _link_safetensors(weights: HFWeights, target: Path, progress: BuildProgress) -> None:
-    """Hard-link when that cannot change the source's permissions (already 0640), else copy."""
+    """Hard-link when that cannot change what MindIE checks of the source (staging.link_or_copy), else copy."""
     files = list(weights.files)
     index = weights.model_dir / SAFETENSORS_INDEX
     if index.is_file():
         files.append(index)
     for source in files:
-        destination = target / source.name
-        linked = False
-        if (source.stat().st_mode & 0o7777) == FILE_MODE:
-            try:
-                os.link(source, destination)
-                linked = True
-            except OSError:
-                linked = False
-        if not linked:
-            shutil.copyfile(source, destination)
+        link_or_copy(source, target / source.name)
         progress.advance(source.stat().st_size if source.suffix == ".safetensors" else 0)
 
 

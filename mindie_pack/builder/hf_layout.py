@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,16 +19,11 @@ from typing import Any
 import numpy as np
 
 from mindie_pack.builder.convert import STEP_BYTES, _Source
-from mindie_pack.builder.staging import FILE_MODE
+from mindie_pack.builder.staging import FILE_MODE, link_or_copy
 from mindie_pack.errors import PackError
 from mindie_pack.weights.dtypes import FINITE_MAX, CastOverflow, DType, RawTensor, cast_checked
 from mindie_pack.weights.fileio import DirectWriter
 from mindie_pack.weights.hf_source import SAFETENSORS_INDEX, HFWeights
-
-
-def _fits_in_place(path: Path) -> bool:
-    info = path.stat()
-    return (info.st_mode & 0o7777) == FILE_MODE and (os.getuid() == 0 or info.st_uid == os.getuid())
 
 
 def place_weights(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
@@ -41,16 +35,7 @@ def place_weights(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
     convert = any(e.dtype.is_float and e.dtype is not dtype for e in weights.entries.values())
     if not convert:
         for source in weights.files:
-            target = out / source.name
-            linked = False
-            if _fits_in_place(source):
-                try:
-                    os.link(source, target)
-                    linked = True
-                except OSError:
-                    linked = False
-            if not linked:
-                shutil.copyfile(source, target)
+            link_or_copy(source, out / source.name)
             progress(source.stat().st_size)
         index = weights.model_dir / SAFETENSORS_INDEX
         if index.is_file():

@@ -9,7 +9,7 @@ from typing import Any
 
 from mindie_pack.errors import PackError
 from mindie_pack.models import ModelDims, ModelFamily, detect_family
-from mindie_pack.weights.dtypes import TARGET_DTYPES, TORCH_DTYPE_NAMES, DType
+from mindie_pack.weights.dtypes import DType, target_dtype
 
 
 @dataclass(frozen=True)
@@ -52,20 +52,4 @@ def load_hf_model(path: Path) -> HFModel:
 
 
 def resolve_dtype(requested: str | None, model: HFModel) -> DType:
-    if requested is not None:
-        try:
-            dtype = DType.from_name(requested)
-        except KeyError:
-            dtype = None
-        if dtype not in TARGET_DTYPES:
-            raise PackError(f"--dtype {requested!r}: expected one of bfloat16, float16, float32")
-        return dtype
-    torch_dtype = model.dims.torch_dtype
-    if torch_dtype is None:
-        return DType.BFLOAT16
-    if torch_dtype not in TORCH_DTYPE_NAMES:
-        raise PackError(
-            f"{model.config_path}: torch_dtype {torch_dtype!r} is not supported "
-            "(expected bfloat16, float16 or float32); pass --dtype"
-        )
-    return TORCH_DTYPE_NAMES[torch_dtype]
+    return target_dtype(requested, model.dims.torch_dtype, str(model.config_path))

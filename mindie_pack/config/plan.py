@@ -104,23 +104,9 @@ def parse_model(model: Path | dict[str, Any]) -> ParsedModel:
 
 
 def _dtype(parsed: ParsedModel, dtype: str | None) -> Any:
-    from mindie_pack.weights.dtypes import TARGET_DTYPES, TORCH_DTYPE_NAMES, DType
+    from mindie_pack.weights.dtypes import target_dtype  # the build's rule (builder.hf_model.resolve_dtype)
 
-    if dtype is not None:
-        try:
-            chosen = DType.from_name(dtype)
-        except KeyError:
-            chosen = None
-        if chosen not in TARGET_DTYPES:
-            raise PackError(f"--dtype {dtype!r}: expected one of bfloat16, float16, float32")
-        return chosen
-    torch_dtype = parsed.dims.torch_dtype
-    if torch_dtype is None:
-        return DType.BFLOAT16  # the build's default too (builder.hf_model.resolve_dtype)
-    if torch_dtype not in TORCH_DTYPE_NAMES:
-        raise PackError(f"{parsed.origin}: torch_dtype {torch_dtype!r} is not supported (expected bfloat16, "
-                        "float16 or float32); pass --dtype")
-    return TORCH_DTYPE_NAMES[torch_dtype]
+    return target_dtype(dtype, parsed.dims.torch_dtype, parsed.origin)
 
 
 def model_plan(parsed: ParsedModel, world_size: int, *, dtype: str | None = None,

@@ -24,7 +24,7 @@ from mindie_pack.builder.staging import StagedDirectory
 from mindie_pack.builder.tokenizer import TOKENIZER_FILES
 from mindie_pack.errors import PackError
 from mindie_pack.models import TensorSpec, hf_tensor_parts
-from mindie_pack.weights.dtypes import TARGET_DTYPES, DType, RawTensor, cast
+from mindie_pack.weights.dtypes import DType, RawTensor, cast, target_dtype
 from mindie_pack.weights.hf_source import SAFETENSORS_INDEX, HFWeights
 from mindie_pack.weights.safetensors_writer import SafetensorsWriter
 from mindie_pack.weights.tensor_source import ComputedWeights, virtual_entry
@@ -158,15 +158,7 @@ def export_hf(
 
 
 def _target_dtype(requested: str | None, stored: DType) -> DType:
-    if requested is None:
-        return stored
-    try:
-        dtype = DType.from_name(requested)
-    except KeyError:
-        dtype = None
-    if dtype not in TARGET_DTYPES:
-        raise PackError(f"--dtype {requested!r}: expected one of bfloat16, float16, float32")
-    return dtype
+    return stored if requested is None else target_dtype(requested, None, "--dtype")
 
 
 def _shard(layout: Layout, limit: int) -> list[Layout]:

@@ -73,6 +73,27 @@ TORCH_DTYPE_NAMES = {
 TARGET_DTYPES = (DType.BFLOAT16, DType.FLOAT16, DType.FLOAT32)
 
 
+def target_dtype(requested: str | None, torch_dtype: object, origin: str) -> DType:
+    """The stored dtype of a build: `--dtype` when given, else the HF `torch_dtype` (bfloat16 when it has none).
+    `origin` names the config file in a refusal."""
+    from mindie_pack.errors import PackError
+
+    if requested is not None:
+        try:
+            dtype: DType | None = DType.from_name(requested)
+        except KeyError:
+            dtype = None
+        if dtype not in TARGET_DTYPES:
+            raise PackError(f"--dtype {requested!r}: expected one of bfloat16, float16, float32")
+        return dtype  # type: ignore[return-value]
+    if torch_dtype is None:
+        return DType.BFLOAT16
+    if torch_dtype not in TORCH_DTYPE_NAMES:
+        raise PackError(f"{origin}: torch_dtype {torch_dtype!r} is not supported (expected bfloat16, float16 or "
+                        "float32); pass --dtype")
+    return TORCH_DTYPE_NAMES[torch_dtype]  # type: ignore[index]
+
+
 @dataclass
 class RawTensor:
     """A tensor's raw little-endian C-order data plus its logical dtype."""
