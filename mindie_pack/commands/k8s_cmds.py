@@ -36,15 +36,9 @@ def _model_bytes(config: dict[str, Any]) -> int | None:
 
 
 def _env_pairs(values: list[str]) -> dict[str, str]:
-    from mindie_pack.errors import PackError
+    from mindie_pack.env.atb_env import parse_overrides  # the one parser of --env NAME=VALUE (deploy uses it too)
 
-    pairs: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not key.replace("_", "").isalnum():
-            raise PackError(f"--env {item!r}: expected NAME=VALUE")
-        pairs[key] = value
-    return pairs
+    return parse_overrides(values)
 
 
 def _write_output(path: Path, text: str) -> Path | None:
