@@ -104,3 +104,13 @@ def test_emulator_install_keeps_an_edited_config(cli: Cli, tmp_path: Path) -> No
     assert json.loads(config.read_text())["ServerConfig"]["port"] != 4242
     third = cli("emulator", "install", tmp_path / "Ascend", "--json")  # unchanged default: no new backup
     assert json.loads(third.stdout)["backups"] == [] and len(list(config.parent.glob("config.json.*.bak"))) == 1
+
+
+def test_a_failed_first_emulator_install_leaves_no_partial_tree(tmp_path: Path) -> None:
+    # a full file system: the install fails part-way; what it had created is removed, and one line says why
+    done = _namespace_mount(tmp_path, "size=64k", ["emulator", "install", "MNT/Ascend", ";", "echo", "LEFT:",
+                                                  "$(ls -A MNT)"])
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"error: {tmp_path / 'mnt' / 'Ascend'}: cannot install the emulator: "), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stdout.strip().splitlines()[-1] == "LEFT: fill"  # only the test's own filler file

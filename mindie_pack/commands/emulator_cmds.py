@@ -37,10 +37,18 @@ def install(
     if prefix.exists() and not prefix.is_dir():
         raise output_error(prefix, NotADirectoryError(20, "Not a directory"), "cannot install the emulator")
     backups: list[str] = []
-    with writing(prefix, "cannot install the emulator"):
-        root = install_emulator(prefix, mindie_version=mindie_version, npu_count=npus, fake_model=fake_model,
-                                prefill_ms=prefill_ms, per_token_ms=per_token_ms, backend=backend, chip=chip,
-                                backups=backups)
+    created = not prefix.exists()
+    try:
+        with writing(prefix, "cannot install the emulator"):
+            root = install_emulator(prefix, mindie_version=mindie_version, npu_count=npus, fake_model=fake_model,
+                                    prefill_ms=prefill_ms, per_token_ms=per_token_ms, backend=backend, chip=chip,
+                                    backups=backups)
+    except BaseException:
+        if created:  # a failed or interrupted first install leaves no partial tree (a reinstall keeps what was there)
+            import shutil
+
+            shutil.rmtree(prefix, ignore_errors=True)
+        raise
     server = root.mindie_service / "bin" / "mindie_llm_server"
     if server.exists():  # MindIE >= 3.0: a Python environment
         python = root.mindie_service / "bin" / "python"
