@@ -30,3 +30,18 @@ def build_tiny(root: Path, tp: int = 2) -> tuple[Path, Path]:
     out = root / "tiny-qwen2"
     build_model_dir(BuildOptions(model_dir=hf_dir, output_dir=out, tp=tp, name="tiny-qwen2"))
     return hf_dir, out
+
+
+def kill_recorded_daemon() -> None:
+    """Test teardown: never leave the recorded daemon behind, whatever the test did (never group <= 1 or ours)."""
+    import os
+    import signal
+
+    from mindie_pack.deploy.state import load_state
+
+    state = load_state(required=False)
+    if state is not None and state.pgid and state.pgid > 1 and state.pgid != os.getpgrp():
+        try:
+            os.killpg(state.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

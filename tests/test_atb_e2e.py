@@ -4,8 +4,6 @@ greedily equals what transformers generates from the same HF folder (the indepen
 from __future__ import annotations
 
 import json
-import os
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,12 +11,11 @@ import httpx
 import pytest
 
 from mindie_pack.deploy.process import process_alive
-from mindie_pack.deploy.state import load_state
 from mindie_pack.emulator.install import install_emulator
 from mindie_pack.tiny_model import TinyModelSpec, make_tiny_model
 
 from conftest import CliResult
-from deploy_helpers import free_port_block
+from deploy_helpers import free_port_block, kill_recorded_daemon
 
 pytestmark = pytest.mark.slow
 Cli = Callable[..., CliResult]
@@ -40,12 +37,7 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("MINDIE_PACK_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("MINDIE_LLM_BENCHMARK_ENABLE", raising=False)  # 3.0 perf fields off, as by default
     yield tmp_path / "state"
-    state = load_state(required=False)  # never leave a daemon behind, whatever the test did
-    if state is not None and state.pgid and state.pgid > 1 and state.pgid != os.getpgrp():
-        try:
-            os.killpg(state.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_recorded_daemon()
 
 
 def transformers_text(hf_dir: Path) -> str:

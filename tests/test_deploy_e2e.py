@@ -18,7 +18,7 @@ from mindie_pack.deploy.state import load_state
 from mindie_pack.emulator.install import install_emulator
 
 from conftest import CliResult
-from deploy_helpers import build_tiny, free_port_block, port_is_free
+from deploy_helpers import build_tiny, free_port_block, kill_recorded_daemon, port_is_free
 
 pytestmark = pytest.mark.slow
 Cli = Callable[..., CliResult]
@@ -38,12 +38,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("MINDIE_PACK_STATE_DIR", str(tmp_path / "state"))
     yield tmp_path / "state"
-    state = load_state(required=False)  # never leave a daemon behind, whatever the test did
-    if state is not None and state.pgid and state.pgid > 1 and state.pgid != os.getpgrp():
-        try:
-            os.killpg(state.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_recorded_daemon()
 
 
 def _deploy(cli: Cli, model_dir: Path, emulator: Path, port: int, *extra: str) -> CliResult:
