@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
+import typer.main
 
 from mindie_pack import __version__
 from mindie_pack.commands import COMMAND_MODULES
+from mindie_pack.commands.ui import LazyConsole
 from mindie_pack.errors import PackError
 
-app = typer.Typer(
-    name="mindie-pack",
-    help="Hugging Face LLM folder -> running, verified MindIE service (MindSpore backend).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+_APP_SETTINGS: dict[str, Any] = {
+    "name": "mindie-pack",
+    "help": "Hugging Face LLM folder -> running, verified MindIE service (MindSpore backend).",
+    "no_args_is_help": True,
+    "add_completion": False,
+    "pretty_exceptions_enable": False,
     # plain click help: typer's rich help imports rich.markdown and markdown-it, which triples `--help` time
-    rich_markup_mode=None,
-)
+    "rich_markup_mode": None,
+}
+app = typer.Typer(**_APP_SETTINGS)
 
 
 def _version_callback(value: bool) -> None:
@@ -41,20 +43,37 @@ for _module in COMMAND_MODULES:
     _module.register(app)
 
 
+def _app_for(argv: list[str]) -> typer.Typer:
+    """The app with only the command (or command group) that `argv` names, when it names one.
+
+    Why: typer turns every registered function into a click command (signature and type-hint introspection)
+    before it parses anything: ~30 ms for our 27 commands on a CI machine, an eighth of the `COMMAND --help`
+    budget (issue 13). The pruned app parses, validates and helps exactly as the full one for that command;
+    no command word, an unknown one or the top-level `--help` get the full app (its command list and its
+    "No such command" message).
+    """
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    if word is None:
+        return app
+    commands = [info for info in app.registered_commands
+                if (info.name or typer.main.get_command_name(info.callback.__name__)) == word]  # type: ignore[union-attr]
+    groups = [info for info in app.registered_groups if info.name == word]
+    if not commands and not groups:
+        return app
+    pruned = typer.Typer(**_APP_SETTINGS)
+    pruned.registered_callback = app.registered_callback
+    pruned.registered_commands = commands
+    pruned.registered_groups = groups
+    return pruned
+
+
 def _click_exception_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """(ClickException classes, UsageError classes) of the click that typer uses: its vendored copy (typer >= 0.29,
-    reachable only through typer.BadParameter's bases) and the standalone click package (older typer)."""
+    """(ClickException classes, UsageError classes) of the click that typer uses: its vendored copy (typer >= 0.26),
+    reachable only through typer.BadParameter's bases."""
     found: dict[str, list[type[BaseException]]] = {"ClickException": [], "UsageError": []}
     for cls in typer.BadParameter.__mro__:
         if cls.__name__ in found:
             found[cls.__name__].append(cls)
-    try:
-        import click
-
-        found["ClickException"].append(click.ClickException)
-        found["UsageError"].append(click.UsageError)
-    except ImportError:  # pragma: no cover - typer >= 0.29 does not need it
-        pass
     return tuple(found["ClickException"]), tuple(found["UsageError"])
 
 
@@ -68,15 +87,22 @@ def usage_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """The one place that maps errors to exit codes: usage errors 2, PackError its own code, Ctrl-C 130."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
+
+    def error(message: str) -> None:
+        from rich.text import Text
+
+        err.print(Text.assemble(("error: ", "bold red"), message))
+
     click_errors, usage_errors = _click_exception_classes()
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit.
-        code = app(args=argv, prog_name="mindie-pack", standalone_mode=False)
+        argv = sys.argv[1:] if argv is None else argv
+        code = _app_for(argv)(args=argv, prog_name="mindie-pack", standalone_mode=False)
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except PackError as exc:
-        err.print(Text.assemble(("error: ", "bold red"), str(exc)))
+        error(str(exc))
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -91,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()  # type: ignore[attr-defined]
             sys.exit(2)
         if isinstance(exc, usage_errors):
-            err.print(Text.assemble(("error: ", "bold red"), usage_line(exc)))
+            error(usage_line(exc))
             sys.exit(2)
         message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
-        err.print(Text.assemble(("error: ", "bold red"), message))
+        error(message)
         sys.exit(getattr(exc, "exit_code", 1) or 1)

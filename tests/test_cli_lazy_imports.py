@@ -9,7 +9,8 @@ import sys
 
 HEAVY = ("numpy", "httpx", "mindspore", "jsonschema", "starlette", "uvicorn", "yaml", "psutil", "docker",
          "safetensors", "tokenizers", "jinja2", "torch", "transformers", "mindie_pack.builder.convert",
-         "mindie_pack.weights.dtypes", "mindie_pack.runtime", "mindie_pack.emulator.server")
+         "mindie_pack.weights.dtypes", "mindie_pack.runtime", "mindie_pack.emulator.server",
+         "rich.console", "pydantic", "click")  # rich: ~40 ms; pydantic: typer 0.29; click: typer vendors its own
 
 PROBE = """
 import json, sys

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from mindie_pack.commands.ui import LazyConsole, escape
 from mindie_pack.errors import PackError, VerificationFailed
 from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec, write_spec
 
@@ -19,7 +18,7 @@ if TYPE_CHECKING:  # the work happens in the commands: `--help` imports none of 
     from mindie_pack.builder.assemble import BuildProgress
     from mindie_pack.spec import Spec
 
-console = Console(stderr=True, highlight=False)
+console = LazyConsole(stderr=True, highlight=False)
 
 # Options for inputs other than an HF folder (shared with `export`).
 HF_CONFIG_HELP = "HF folder (config.json + tokenizer), or MindFormers yaml, that a MindSpore .ckpt input belongs to."
@@ -55,7 +54,7 @@ def _progress_bar(enabled: bool) -> tuple[Progress | None, BuildProgress]:
         return None, BuildProgress()
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-        console=console, transient=True,
+        console=console.get(), transient=True,
     )
     task = bar.add_task("preparing", total=None)
     hooks = BuildProgress(
@@ -123,7 +122,7 @@ def build(
         return
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
-    out = Console(highlight=False)
+    out = LazyConsole(highlight=False)
     out.print(f"built {summary['output_dir']}  ({summary['family']}, profile {summary['profile']}, "
               f"tp {summary['tp']}, {summary['dtype']}, {summary['files']} files, {summary['bytes']:,} bytes)",
               markup=False)
@@ -168,7 +167,7 @@ def verify(
         table.add_column("detail", overflow="fold")
         for check in report.checks:
             table.add_row(escape(check.name), "[green]ok[/]" if check.ok else "[red]FAIL[/]", escape(check.detail))
-        Console(highlight=False).print(table)
+        LazyConsole(highlight=False).print(table)
     if not report.ok:
         failed = next(c for c in report.checks if not c.ok)
         if as_json:
@@ -197,7 +196,7 @@ def init(
         "parallel": {"tp": tp},
     }
     write_spec(spec_path, data, force=force)
-    Console(highlight=False).print(f"wrote {spec_path} ({hf.family.description}, tp {tp})", markup=False)
+    LazyConsole(highlight=False).print(f"wrote {spec_path} ({hf.family.description}, tp {tp})", markup=False)
 
 
 def tiny_model(
@@ -220,7 +219,7 @@ def tiny_model(
         raise PackError(f"{exc.filename or output}: {exc.strerror or exc}") from None
     if backup:
         console.print(f"note: the previous {output} was moved to {backup}", markup=False)
-    Console(highlight=False).print(f"wrote tiny {family} model to {output}", markup=False)
+    LazyConsole(highlight=False).print(f"wrote tiny {family} model to {output}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

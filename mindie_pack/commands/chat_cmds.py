@@ -7,15 +7,15 @@ import socket
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
+from mindie_pack.commands.ui import LazyConsole
 from mindie_pack.errors import PackError
 
 if TYPE_CHECKING:
     from mindie_pack.chat.app import ChatSettings
 
 DEFAULT_PORT = 7860  # the port people know from the chat_web (gradio) demo
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def check_url(url: str) -> str:

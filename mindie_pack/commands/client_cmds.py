@@ -6,15 +6,14 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from mindie_pack.client.endpoints import DEFAULT_DEADLINE_S, ENDPOINTS
 from mindie_pack.commands.bounds import positive
+from mindie_pack.commands.ui import LazyConsole, escape
 from mindie_pack.errors import PackError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+out = LazyConsole(highlight=False, soft_wrap=True)
+err = LazyConsole(stderr=True, highlight=False)
 STYLE = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "skipped": "[yellow]skipped[/]"}
 
 
@@ -109,7 +108,7 @@ def bench(
                          requests=None if duration else (requests or 50), duration_s=duration, input_len=input_len,
                          output_len=output_len, dataset=dataset, warmup=warmup, slo_ttft_ms=slo_ttft,
                          slo_tpot_ms=slo_tpot, timeout_s=timeout)
-    with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+    with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err.get(),
                   transient=True) as bar:
         task = bar.add_task("requests", total=config.requests)
         records, wall = asyncio.run(run_load(target, config, lambda _: bar.advance(task)))

@@ -7,16 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from mindie_pack.commands.bounds import positive
+from mindie_pack.commands.ui import LazyConsole, escape
 from mindie_pack.errors import PackError
 from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec
 
 config_app = typer.Typer(help="Render, validate and plan MindIE's conf/config.json.", no_args_is_help=True,
                          rich_markup_mode=None)
-out = Console(highlight=False, soft_wrap=True)
+out = LazyConsole(highlight=False, soft_wrap=True)
 
 
 @config_app.command("render")

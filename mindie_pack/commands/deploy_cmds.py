@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from mindie_pack.commands.ui import LazyConsole, escape
 from mindie_pack.errors import PackError
 from mindie_pack.spec import DEFAULT_SPEC_NAME, load_spec
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
+out = LazyConsole(highlight=False, soft_wrap=True)
 
 
 def deploy(
@@ -109,7 +108,7 @@ def deploy(
             if plan.container:
                 out.print(f"# container mode:\n{plan.container.docker_run_command()}", markup=False)
         return
-    with Status("deploying", console=err) as spinner:
+    with Status("deploying", console=err.get()) as spinner:
         progress = Progress(stage=lambda text: spinner.update(escape(f"deploy: {text}")),
                             log_line=lambda line: err.print(f"daemon | {line}", style="dim", markup=False))
         state = run_deploy(options, progress)
@@ -160,7 +159,7 @@ def _deploy_cluster(spec: object, hosts: str | None, model_dir: Path, mindie_hom
             for line in plan["steps"]:
                 out.print(line, markup=False)
         return
-    with locked("deploy"), Status("deploying", console=err) as spinner:
+    with locked("deploy"), Status("deploying", console=err.get()) as spinner:
         clear_previous_cluster(replace)
         try:
             cluster = asyncio.run(deploy_cluster(options, lambda text: spinner.update(f"deploy: {text}"),

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from mindie_pack.commands.ui import LazyConsole
 from mindie_pack.errors import PackError
 
 emulator_app = typer.Typer(help="A MindIE stand-in for machines without NPUs.", no_args_is_help=True,
@@ -57,7 +57,7 @@ def install(
         if as_json:
             typer.echo(json.dumps(info))
             return
-        console = Console(highlight=False)
+        console = LazyConsole(highlight=False)
         console.print(f"emulated Ascend root: {root.root}", markup=False)
         console.print(f"MindIE {mindie_version} environment (mindie_llm, mindie_llm_server): {root.mindie_service}",
                       markup=False)
@@ -68,7 +68,7 @@ def install(
     if as_json:
         typer.echo(json.dumps(info))
         return
-    console = Console(highlight=False, soft_wrap=True)
+    console = LazyConsole(highlight=False, soft_wrap=True)
     for note in backups:
         console.print(f"note: {note}", markup=False)
     console.print(f"emulated Ascend root: {root.root}", markup=False)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from mindie_pack.commands.build_cmds import (
     HF_CONFIG_HELP,
@@ -16,9 +15,10 @@ from mindie_pack.commands.build_cmds import (
     TRAIN_YAML_HELP,
     _progress_bar,
 )
+from mindie_pack.commands.ui import LazyConsole
 from mindie_pack.errors import PackError
 
-console = Console(stderr=True, highlight=False)
+console = LazyConsole(stderr=True, highlight=False)
 
 
 def export(
@@ -56,7 +56,7 @@ def export(
         return
     for note in result.notes:
         console.print(f"note: {note}")
-    out = Console(highlight=False)
+    out = LazyConsole(highlight=False)
     total = sum(f["size"] for f in result.files)
     out.print(f"exported {result.output_dir}  (from {result.source_kind}, {result.tensors} tensors, {result.dtype}, "
               f"{len(result.files)} safetensors file(s), {total:,} bytes)")

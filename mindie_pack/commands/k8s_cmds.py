@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
+
+from mindie_pack.commands.ui import LazyConsole
 
 k8s_app = typer.Typer(help="Kubernetes manifests for MindIE (Ascend device plugin).", no_args_is_help=True)
 
@@ -134,7 +135,7 @@ def render(
     if as_json:
         typer.echo(json.dumps(summary))
     elif output is not None or apply:
-        console = Console(stderr=True, highlight=False)
+        console = LazyConsole(stderr=True, highlight=False)
         console.print(f"{len(objects)} objects: {', '.join(summary['objects'])}"
                       + (f" -> {output}" if output else "") + (f" (previous file kept as {backup})" if backup else "")
                       + (" (applied)" if apply else ""), markup=False)
