@@ -42,7 +42,7 @@ def test_init_then_build_from_the_spec(cli: Cli, tiny_models: Callable[..., Path
     manifest = json.loads((out / "manifest.json").read_text())
     by_path = {r["path"]: r for r in manifest["outputs"]}
     for weight in summary["weights"]:
-        assert by_path[weight["path"]]["sha256"] == weight["sha256"]
+        assert by_path[weight["path"]]["xxh3_128"] == weight["xxh3_128"]
 
 
 def test_init_refuses_an_impossible_tp(cli: Cli, tiny_models: Callable[..., Path], tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import xxhash
 import yaml
 
 from mindie_pack import __version__
@@ -120,9 +121,31 @@ def test_manifest_records_inputs_outputs_and_options(tiny_models: Callable[..., 
     outputs = {r["path"]: r for r in manifest["outputs"]}
     on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"}
     assert set(outputs) == on_disk
-    for rel, record in outputs.items():
-        assert record["sha256"] == _sha(out / rel), rel
+    assert manifest["format"] == 2
+    for rel, record in outputs.items():  # what we wrote: XXH3-128, by the xxhash library in one call
+        assert set(record) == {"path", "size", "xxh3_128"}, rel
+        assert record["xxh3_128"] == xxhash.xxh3_128_hexdigest((out / rel).read_bytes()), rel
         assert record["size"] == (out / rel).stat().st_size
+
+
+def test_a_format_1_manifest_still_verifies(tiny_models: Callable[..., Path], tmp_path: Path) -> None:
+    """Directories built before format 2 list sha256 for every output: verify checks those, and still
+    names a changed file."""
+    out = tmp_path / "m"
+    build_model_dir(BuildOptions(model_dir=tiny_models(family="llama"), output_dir=out, tp=2))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format"] = 1
+    manifest["outputs"] = [{"path": r["path"], "size": r["size"], "sha256": _sha(out / r["path"])}
+                           for r in manifest["outputs"]]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert verify_model_dir(out).ok
+    assert verify_model_dir(out, reference=tiny_models(family="llama")).ok
+    ckpt = out / "weights/rank_1/checkpoint_1.ckpt"
+    data = bytearray(ckpt.read_bytes())
+    data[-1] ^= 1
+    ckpt.write_bytes(bytes(data))
+    failed = [c for c in verify_model_dir(out).checks if not c.ok]
+    assert failed[0].name == "manifest" and "rank_1/checkpoint_1.ckpt: sha256 differs" in failed[0].detail
 
 
 def test_verify_names_a_tampered_file(tiny_models: Callable[..., Path], tmp_path: Path) -> None:

@@ -202,7 +202,8 @@ def test_tiny_model_refuses_to_overwrite_and_backs_up_with_force(cli: Cli, tmp_p
 
 
 def test_background_input_hashing_stops_when_cancelled(tmp_path: Path) -> None:
-    from mindie_pack.builder.manifest import BackgroundHashes, HashCancelled
+    from mindie_pack.builder.manifest import BackgroundHashes
+    from mindie_pack.hashing import HashCancelled
 
     big = tmp_path / "big.bin"
     with big.open("wb") as handle:

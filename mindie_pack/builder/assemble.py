@@ -12,12 +12,13 @@ from mindie_pack.builder.convert import check_sources, convert_to_ranks, source_
 from mindie_pack.builder.hf_model import HFModel, read_json, resolve_dtype
 from mindie_pack.builder.hf_profile import HF_PROFILES, build_hf_model_dir
 from mindie_pack.builder.inputs import InputOptions, input_model, open_input
-from mindie_pack.builder.manifest import BackgroundHashes, build_manifest, write_manifest
+from mindie_pack.builder.manifest import BackgroundHashes, HashRecord, build_manifest, write_manifest
 from mindie_pack.builder.options import PROFILES, BuildOptions
 from mindie_pack.builder.staging import StagedDirectory, link_or_copy, terminate_as_interrupt
 from mindie_pack.builder.tokenizer import TokenizerPlan, plan_tokenizer, research_file
 from mindie_pack.builder.yaml_render import YamlInputs, render_yaml, resolve_seq_length
 from mindie_pack.errors import PackError
+from mindie_pack.hashing import INPUT_HASH, OUTPUT_HASH
 from mindie_pack.models import TensorSpec, TpPlan
 from mindie_pack.weights.dtypes import DType
 from mindie_pack.weights.hf_source import SAFETENSORS_INDEX, HFWeights
@@ -167,7 +168,7 @@ def _build(options: BuildOptions, progress: BuildProgress) -> BuildResult:
             BackgroundHashes([p for p in inputs if p not in streamed]) as input_hashes:
         assert staging.path is not None
         root = staging.path
-        known_hashes: dict[Path, str] = {}
+        known_hashes: dict[Path, HashRecord] = {}
         progress.stage("copying config and tokenizer")
         _copy_metadata(plan, root)
         (root / WEIGHTS_DIR).mkdir(mode=0o750)
@@ -193,8 +194,8 @@ def _build(options: BuildOptions, progress: BuildProgress) -> BuildResult:
                 progress=progress.advance,
             )
             rank_files = converted.rank_files
-            known_hashes.update({f.path: f.sha256 for f in rank_files})
-            known_hashes.update(converted.input_hashes)
+            known_hashes.update({f.path: {OUTPUT_HASH: f.digest} for f in rank_files})
+            known_hashes.update({path: {INPUT_HASH: digest} for path, digest in converted.input_hashes.items()})
             tensors = {
                 "count": len(plan.specs),
                 "format": "ckpt",

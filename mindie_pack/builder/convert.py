@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -16,7 +16,7 @@ from mindie_pack.errors import PackError
 from mindie_pack.models import ModelDims, ModelFamily, TensorSpec
 from mindie_pack.weights.ckpt_format import CkptWriter
 from mindie_pack.weights.dtypes import FINITE_MAX, CastOverflow, RawTensor, cast_checked, largest_finite_abs
-from mindie_pack.weights.fileio import Buffer, SequentialHash, advise_sequential, pread_exact
+from mindie_pack.weights.fileio import SequentialHash, advise_sequential, advise_willneed, map_range
 from mindie_pack.weights.hf_source import HFWeights, TensorEntry
 
 ProgressCallback = Callable[[int], None]
@@ -27,7 +27,7 @@ class RankFile:
     rank: int
     path: Path
     size: int
-    sha256: str
+    digest: str  # OUTPUT_HASH (mindie_pack/hashing.py)
 
 
 def rank_file_path(weights_dir: Path, rank: int) -> Path:
@@ -87,23 +87,37 @@ STEP_BYTES = 32 * 1024 * 1024
 @dataclass
 class ConversionResult:
     rank_files: list[RankFile]
-    input_hashes: dict[Path, str]  # sha256 of the safetensors files, taken while reading them
+    input_hashes: dict[Path, str]  # INPUT_HASH of the safetensors files, taken while reading them
+
+
+# Input blocks whose hash may still be running: the one being converted and the one before it.
+READ_BLOCKS = 2
+# Write buffers in flight per rank file (4 MiB each): 32 MiB in all at tp 1 and 2, a step's worth.
+WRITE_BUFFERS_TOTAL = 8
 
 
 class _Source:
-    """Row-range reads of HF tensors: safetensors by positioned reads into one reused buffer, .bin through
-    torch (whole tensor, then sliced)."""
+    """Row-range reads of HF tensors: safetensors through read-only mappings of the block's bytes (no copy out
+    of the page cache; weights/fileio.map_range), .bin and other sources through `weights.read` (whole tensor,
+    then sliced).
 
-    def __init__(self, weights: HFWeights) -> None:
+    Safetensors files are hashed from the mapped bytes, by jobs on `hasher` (one thread, so in file order)
+    while the caller converts and reads on; without a hasher the jobs run at once. While a block is being
+    converted the kernel is asked to read the next one (POSIX_FADV_WILLNEED), so a model on disk is read
+    while the previous block is hashed and written rather than after. A block's mapping lives as long as
+    someone (the caller, a hash job, a StreamWriter) holds a view of it: `owned` blocks never change."""
+
+    def __init__(self, weights: HFWeights, hasher: ThreadPoolExecutor | None = None) -> None:
         self.weights = weights
-        # Positioned reads only for a plain HF folder: other tensor sources (a MindSpore checkpoint, a training
+        # Mapped reads only for a plain HF folder: other tensor sources (a MindSpore checkpoint, a training
         # output merged by strategy, weights with a LoRA merged in; weights/tensor_source.py) give their tensors
         # through `read` only, one tensor held at a time.
         self.raw_files = type(weights) is HFWeights
         self._fds: dict[Path, int] = {}
         self.hashes: dict[Path, SequentialHash] = {}
-        self._read_buffer = Buffer()
-        self._gap_buffer = Buffer()
+        self._hasher = hasher
+        self._jobs: list[Future[None] | None] = [None] * READ_BLOCKS
+        self._next = 0
         self._held: tuple[str, RawTensor] | None = None
 
     def _fd(self, path: Path) -> int:
@@ -111,32 +125,46 @@ class _Source:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             advise_sequential(fd)
             self._fds[path] = fd
-            self.hashes[path] = SequentialHash(fd, self._gap_buffer)
+            self.hashes[path] = SequentialHash(fd)
         return self._fds[path]
 
-    def rows(self, entry: TensorEntry, start: int, end: int) -> tuple[np.ndarray, Callable[[], None] | None]:
-        """Rows [start, end) of the tensor (a view into a reused buffer), and the input-hash job for them."""
+    def _wait(self, slot: int) -> None:
+        job, self._jobs[slot] = self._jobs[slot], None
+        if job is not None:
+            job.result()
+
+    def rows(self, entry: TensorEntry, start: int, end: int) -> np.ndarray:
+        """Rows [start, end) of the tensor. From a safetensors file: a read-only view of the mapped bytes
+        that never changes; from other sources: a slice of the tensor, valid until the next call."""
         tail = entry.shape[1:]
         if entry.file.suffix != ".safetensors" or not self.raw_files:
             if self._held is None or self._held[0] != entry.name:
                 self._held = None
                 self._held = (entry.name, self.weights.read(entry.name))
             array = self._held[1].array
-            return (array[start:end] if array.ndim else array), None
+            return array[start:end] if array.ndim else array
         row_bytes = entry.nbytes // max(1, entry.shape[0]) if entry.shape else entry.nbytes
         offset = entry.start + start * row_bytes
         count = (end - start) * row_bytes if entry.shape else entry.nbytes
-        view = self._read_buffer.view(count)
         fd = self._fd(entry.file)
-        try:
-            pread_exact(fd, view, offset)
-        except EOFError:
-            raise PackError(f"{entry.file}: truncated while reading tensor {entry.name!r}") from None
+        if offset + count > self.hashes[entry.file].size:
+            raise PackError(f"{entry.file}: truncated while reading tensor {entry.name!r}")
+        slot, self._next = self._next, (self._next + 1) % READ_BLOCKS
+        self._wait(slot)  # at most READ_BLOCKS blocks waiting for their input hash
+        view = map_range(fd, offset, count)
+        advise_willneed(fd, offset + count, count)
+        job = self.hashes[entry.file].job_for(offset, view)
+        if job is not None:
+            if self._hasher is None:
+                job()
+            else:
+                self._jobs[slot] = self._hasher.submit(job)
         array = np.frombuffer(view, dtype=entry.dtype.info.storage)
-        array = array.reshape((end - start, *tail)) if entry.shape else array.reshape(())
-        return array, self.hashes[entry.file].job_for(offset, view)
+        return array.reshape((end - start, *tail)) if entry.shape else array.reshape(())
 
     def input_hashes(self) -> dict[Path, str]:
+        for slot in range(READ_BLOCKS):
+            self._wait(slot)
         return {path: hasher.hexdigest() for path, hasher in self.hashes.items()}
 
     def close(self) -> None:
@@ -198,18 +226,20 @@ def convert_to_ranks(
 ) -> ConversionResult:
     """Stream every source tensor, a block of rows at a time, into each rank's `.ckpt`.
 
-    Memory is bounded by STEP_BYTES (plus a cast's temporaries), not by the tensor or model size. Input
-    files are read once, in file order, and hashed on the way; the output hashes are taken from the bytes as
-    they are written. The two hash streams run on a worker thread while the main thread reads and writes
-    (hashlib, preadv and write release the GIL). Every rank file is on disk (fdatasync) when this returns.
+    Memory is bounded by STEP_BYTES (plus a cast's temporaries and the read and write buffers), not by the
+    tensor or model size. Input files are read once, in file order, and hashed on the way; the output hashes
+    are taken from the bytes as they are written. Reading, hashing and writing overlap: the input hash runs
+    on its own thread (_Source), each rank file's hash and writes on the StreamWriter's (hashlib, preadv and
+    pwrite release the GIL), so the disk always has work queued. Every rank file is on disk (fdatasync)
+    when this returns.
     """
     writers = []
     for rank in range(tp):
         path = rank_file_path(weights_dir, rank)
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        writers.append(CkptWriter(path, crc=crc, defer_hash=True))
-    source = _Source(weights)
-    hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hash")
+        writers.append(CkptWriter(path, crc=crc, buffers=max(2, WRITE_BUFFERS_TOTAL // tp)))
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-input")
+    source = _Source(weights, hasher)
     try:
         for spec in _conversion_order(weights, specs):
             entry = weights.entries[spec.source]
@@ -225,23 +255,21 @@ def convert_to_ranks(
             block_bytes = STEP_BYTES if entry.dtype is spec.dtype else STEP_BYTES // 4
             step = max(1, block_bytes // max(1, row_bytes))
             for row in range(first_row, end_row, step):
-                rows, input_job = source.rows(entry, row, min(row + step, end_row))
-                jobs = [hasher.submit(input_job)] if input_job else []
+                rows = source.rows(entry, row, min(row + step, end_row))
                 try:
                     stored = cast_checked(RawTensor(entry.dtype, rows), spec.dtype, clamp=clamp).array
                 except CastOverflow as exc:
                     _refuse_overflow(source, entry, spec, exc)
                 for rank, writer in enumerate(writers):
-                    writer.feed(_as_bytes(_rank_part(stored, spec, tp, rank, row - first_row, rows_per_rank)))
-                    jobs.append(hasher.submit(writer.take_hash_job()))
-                for job in jobs:
-                    job.result()  # the buffers are reused by the next step
+                    # mapped input blocks and fresh cast or split results never change: no copy
+                    writer.feed(_as_bytes(_rank_part(stored, spec, tp, rank, row - first_row, rows_per_rank)),
+                                owned=source.raw_files)
                 if progress:
                     progress(rows.nbytes)
         for writer in writers:
             writer.close(sync=True)
         return ConversionResult(
-            [RankFile(rank, w.path, w.bytes_written, w.sha256.hexdigest()) for rank, w in enumerate(writers)],
+            [RankFile(rank, w.path, w.bytes_written, w.digest.hexdigest()) for rank, w in enumerate(writers)],
             source.input_hashes(),
         )
     finally:
@@ -257,7 +285,7 @@ def _refuse_overflow(source: _Source, entry: TensorEntry, spec: TensorSpec, exc:
     row_bytes = entry.nbytes // max(1, rows)
     step = max(1, STEP_BYTES // max(1, row_bytes))
     for row in range(0, rows, step):  # the whole tensor's largest value, for the message
-        block, _ = source.rows(entry, row, min(row + step, rows))
+        block = source.rows(entry, row, min(row + step, rows))
         largest = max(largest, largest_finite_abs(RawTensor(entry.dtype, block)))
     raise PackError(
         f"{entry.file}: tensor {entry.name!r} has values up to {largest:.6g}, beyond {spec.dtype.info.name}'s "

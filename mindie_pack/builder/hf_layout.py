@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,16 @@ import numpy as np
 from mindie_pack.builder.convert import STEP_BYTES, _Source
 from mindie_pack.builder.staging import FILE_MODE, link_or_copy
 from mindie_pack.errors import PackError
+from mindie_pack.hashing import INPUT_HASH, OUTPUT_HASH
 from mindie_pack.weights.dtypes import FINITE_MAX, CastOverflow, DType, RawTensor, cast_checked
-from mindie_pack.weights.fileio import DirectWriter
+from mindie_pack.weights.fileio import StreamWriter
 from mindie_pack.weights.hf_source import SAFETENSORS_INDEX, HFWeights
 
 
 def place_weights(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
-                  progress: Callable[[int], None]) -> dict[Path, str]:
-    """Link, copy or convert every weight file into `out`; returns the sha256 of the inputs read on the way."""
+                  progress: Callable[[int], None]) -> dict[Path, dict[str, str]]:
+    """Link, copy or convert every weight file into `out`; returns the hash records of the files read and
+    written on the way (a converted input and its output: no second read for the manifest)."""
     if any(f.suffix != ".safetensors" for f in weights.files):
         raise PackError(f"{weights.files[0]}: profiles atb/torch need safetensors weights (MindIE's atb loader "
                         "reads safetensors); convert the .bin files first")
@@ -45,8 +48,10 @@ def place_weights(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
 
 
 def _convert_files(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
-                   progress: Callable[[int], None]) -> dict[Path, str]:
-    source = _Source(weights)
+                   progress: Callable[[int], None]) -> dict[Path, dict[str, str]]:
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-input")
+    source = _Source(weights, hasher)
+    output_hashes: dict[Path, dict[str, str]] = {}
     total = 0
     weight_map: dict[str, str] = {}
     try:
@@ -66,7 +71,7 @@ def _convert_files(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
             raw = json.dumps(header, separators=(",", ":")).encode()
             raw += b" " * (-len(raw) % 8)
             total += offset
-            writer = DirectWriter(out / file.name, FILE_MODE)
+            writer = StreamWriter(out / file.name, FILE_MODE)
             try:
                 writer.write(len(raw).to_bytes(8, "little") + raw)
                 for entry, target in zip(entries, targets, strict=True):
@@ -74,9 +79,7 @@ def _convert_files(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
                     row_bytes = entry.nbytes // max(1, rows)
                     step = max(1, (STEP_BYTES // 4) // max(1, row_bytes))
                     for row in range(0, rows, step):
-                        block, job = source.rows(entry, row, min(row + step, rows))
-                        if job is not None:
-                            job()
+                        block = source.rows(entry, row, min(row + step, rows))
                         try:
                             stored = cast_checked(RawTensor(entry.dtype, block), target, clamp=clamp).array
                         except CastOverflow as exc:
@@ -84,13 +87,17 @@ def _convert_files(weights: HFWeights, dtype: DType, out: Path, *, clamp: bool,
                                 f"{entry.file}: tensor {entry.name!r} has values up to {exc.largest:.6g}, beyond "
                                 f"{target.info.name}'s largest {FINITE_MAX[target]:.6g}; pass --clamp to saturate "
                                 "them, or keep the stored dtype") from None
-                        writer.write(memoryview(np.ascontiguousarray(stored).reshape(-1).view(np.uint8)))
+                        # a fresh cast result, or the mapped input block: neither changes
+                        writer.write(memoryview(np.ascontiguousarray(stored).reshape(-1).view(np.uint8)), owned=True)
                         progress(block.nbytes)
             finally:
                 writer.close(sync=True)
+            output_hashes[out / file.name] = {OUTPUT_HASH: writer.digest.hexdigest()}
         if (weights.model_dir / SAFETENSORS_INDEX).is_file():
             (out / SAFETENSORS_INDEX).write_text(json.dumps(
                 {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
-        return source.input_hashes()
+        inputs = {path: {INPUT_HASH: digest} for path, digest in source.input_hashes().items()}
+        return {**inputs, **output_hashes}
     finally:
+        hasher.shutdown(wait=True, cancel_futures=True)
         source.close()

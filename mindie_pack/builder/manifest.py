@@ -1,8 +1,8 @@
-"""manifest.json: what was built, from what, with which options; every file with its size and sha256."""
+"""manifest.json: what was built, from what, with which options; every file with its size and hash
+(sha256 for inputs, XXH3-128 for what we wrote: mindie_pack/hashing.py says why)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -12,28 +12,14 @@ from typing import Any
 
 from mindie_pack import __version__
 from mindie_pack.errors import PackError
+from mindie_pack.hashing import INPUT_HASH, OUTPUT_HASH, hash_file
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
-_HASH_STEP = 8 * 1024 * 1024
+MANIFEST_FORMAT = 2  # 2: outputs hashed with XXH3-128; format 1 (sha256 everywhere) is still read
+READABLE_FORMATS = (1, 2)
 
-
-def sha256_file(path: Path, cancel: threading.Event | None = None) -> str:
-    """sha256 of a file in 8 MiB steps (constant memory); stops with HashCancelled once `cancel` is set."""
-    sha = hashlib.sha256()
-    buffer = bytearray(_HASH_STEP)
-    view = memoryview(buffer)
-    with path.open("rb", buffering=0) as handle:
-        while got := handle.readinto(buffer):
-            if cancel is not None and cancel.is_set():
-                raise HashCancelled(path)
-            sha.update(view[:got])
-    return sha.hexdigest()
-
-
-class HashCancelled(Exception):
-    pass
-
+# A known hash of a file: {algorithm: hex digest}, one entry, merged into the file's manifest record.
+HashRecord = dict[str, str]
 
 class BackgroundHashes:
     """sha256 of some inputs on a second thread while the conversion runs (hashlib releases the GIL).
@@ -44,11 +30,11 @@ class BackgroundHashes:
     def __init__(self, paths: list[Path]) -> None:
         self._cancel = threading.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-inputs")
-        self._future: Future[dict[Path, str]] = self._executor.submit(
-            lambda: {p: sha256_file(p, self._cancel) for p in paths})
+        self._future: Future[dict[Path, HashRecord]] = self._executor.submit(
+            lambda: {p: {INPUT_HASH: hash_file(p, INPUT_HASH, self._cancel)} for p in paths})
         self._executor.shutdown(wait=False)
 
-    def result(self) -> dict[Path, str]:
+    def result(self) -> dict[Path, HashRecord]:
         return self._future.result()
 
     def cancel(self) -> None:
@@ -61,11 +47,11 @@ class BackgroundHashes:
         self.cancel()
 
 
-def file_record(path: Path, root: Path | None = None, sha256: str | None = None) -> dict[str, Any]:
+def file_record(path: Path, root: Path | None, known: HashRecord | None, algorithm: str) -> dict[str, Any]:
     return {
         "path": str(path.relative_to(root)) if root else str(path),
         "size": path.stat().st_size,
-        "sha256": sha256 or sha256_file(path),
+        **(known or {algorithm: hash_file(path, algorithm)}),
     }
 
 
@@ -73,7 +59,7 @@ def build_manifest(
     *,
     root: Path,
     inputs: list[Path],
-    known_hashes: dict[Path, str],
+    known_hashes: dict[Path, HashRecord],
     options: dict[str, Any],
     model: dict[str, Any],
     tensors: dict[str, Any],
@@ -86,8 +72,8 @@ def build_manifest(
         "options": options,
         "model": model,
         "tensors": tensors,
-        "inputs": [file_record(p, None, known_hashes.get(p)) for p in inputs],
-        "outputs": [file_record(p, root, known_hashes.get(p)) for p in outputs],
+        "inputs": [file_record(p, None, known_hashes.get(p), INPUT_HASH) for p in inputs],
+        "outputs": [file_record(p, root, known_hashes.get(p), OUTPUT_HASH) for p in outputs],
     }
 
 
@@ -105,6 +91,7 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise PackError(f"{path}: not valid JSON ({exc})") from exc
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise PackError(f"{path}: manifest format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}")
+    if manifest.get("format") not in READABLE_FORMATS:
+        raise PackError(f"{path}: manifest format {manifest.get('format')!r}, expected one of "
+                        f"{', '.join(map(str, READABLE_FORMATS))} (written by a newer mindie-pack?)")
     return manifest

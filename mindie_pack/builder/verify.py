@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from mindie_pack.builder.convert import STEP_BYTES, rank_file_path
-from mindie_pack.builder.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from mindie_pack.builder.manifest import MANIFEST_NAME, read_manifest
 from mindie_pack.builder.model_dir import BuiltModelDir, open_model_dir
 from mindie_pack.builder.oracle import Reference, expected_for, rank_part, raw_bytes, row_blocks, torch_cast
 from mindie_pack.builder.shards import RankIndex, rank_indexes
 from mindie_pack.errors import PackError
+from mindie_pack.hashing import ALGORITHMS, OUTPUT_HASH, hash_file, record_hash
 from mindie_pack.weights.ckpt_format import CkptRecord, read_record
 from mindie_pack.weights.dtypes import to_float32
 from mindie_pack.weights.fileio import Buffer, SequentialHash, advise_sequential, pread_exact
@@ -49,12 +50,20 @@ class VerifyReport:
                 "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks]}
 
 
-def check_manifest(model_dir: Path, report: VerifyReport, *, deferred: frozenset[str] = frozenset()) -> dict[str, str]:
-    """Sizes and sha256 of every listed file, except those in `deferred` (relative paths) whose hashes the
-    caller takes while reading them anyway; returns the manifest's sha256 of every output."""
+def check_manifest(model_dir: Path, report: VerifyReport, *,
+                   deferred: frozenset[str] = frozenset()) -> dict[str, tuple[str, str]]:
+    """Sizes and hashes of every listed file, except those in `deferred` (relative paths) whose hashes the
+    caller takes while reading them anyway; returns the manifest's (algorithm, digest) of every output."""
     manifest = read_manifest(model_dir)
     listed = {entry["path"]: entry for entry in manifest["outputs"]}
-    hashes = {rel: entry["sha256"] for rel, entry in listed.items()}
+    hashes: dict[str, tuple[str, str]] = {}
+    for rel, entry in listed.items():
+        known = record_hash(entry)
+        if known is None:
+            report.add("manifest", False, f"{rel}: {MANIFEST_NAME} gives no hash for it (expected one of "
+                       f"{', '.join(ALGORITHMS)})")
+            return hashes
+        hashes[rel] = known
     for rel, entry in listed.items():
         path = model_dir / rel
         if not path.is_file():
@@ -63,8 +72,9 @@ def check_manifest(model_dir: Path, report: VerifyReport, *, deferred: frozenset
         if path.stat().st_size != entry["size"]:
             report.add("manifest", False, f"{rel}: size {path.stat().st_size}, manifest says {entry['size']}")
             return hashes
-        if rel not in deferred and sha256_file(path) != entry["sha256"]:
-            report.add("manifest", False, f"{rel}: sha256 differs from {MANIFEST_NAME} (file changed or corrupt)")
+        algorithm, digest = hashes[rel]
+        if rel not in deferred and hash_file(path, algorithm) != digest:
+            report.add("manifest", False, f"{rel}: {algorithm} differs from {MANIFEST_NAME} (file changed or corrupt)")
             return hashes
     extra = sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*")
                    if p.is_file() and p.name != MANIFEST_NAME and str(p.relative_to(model_dir)) not in listed)
@@ -72,7 +82,7 @@ def check_manifest(model_dir: Path, report: VerifyReport, *, deferred: frozenset
         report.add("manifest", False, f"{extra[0]}: not listed in {MANIFEST_NAME} ({len(extra)} unlisted file(s))")
         return hashes
     later = f" ({len(deferred)} weight file(s) hashed during the reference comparison)" if deferred else ""
-    report.add("manifest", True, f"{len(listed)} files match their size" + (later or " and sha256"))
+    report.add("manifest", True, f"{len(listed)} files match their size" + (later or " and hash"))
     return hashes
 
 
@@ -211,12 +221,13 @@ def check_mindspore_load(built: BuiltModelDir, indexes: list[RankIndex], report:
 class _RankStream:
     """Reads one rank file's records in file order and hashes the whole file on the way."""
 
-    def __init__(self, path: Path, buffer: Buffer) -> None:
+    def __init__(self, path: Path, buffer: Buffer, algorithm: str) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         advise_sequential(self.fd)
         self._buffer = buffer
-        self.hash = SequentialHash(self.fd, Buffer())
+        self.algorithm = algorithm
+        self.hash = SequentialHash(self.fd, algorithm)
         self._record: CkptRecord | None = None
         self._piece = self._offset = 0
 
@@ -253,7 +264,7 @@ class _RankStream:
 
 
 def check_against_reference(built: BuiltModelDir, indexes: list[RankIndex], reference: Path,
-                            report: VerifyReport, *, manifest_hashes: dict[str, str], clamp: bool = False,
+                            report: VerifyReport, *, manifest_hashes: dict[str, tuple[str, str]], clamp: bool = False,
                             progress: Callable[[int], None] | None = None) -> None:
     """Every stored tensor of every rank against the independent oracle (builder/oracle.py), streaming:
     a block of rows at a time, so memory does not depend on the model size. The rank files are hashed in
@@ -264,7 +275,11 @@ def check_against_reference(built: BuiltModelDir, indexes: list[RankIndex], refe
         report.add("reference", False, str(exc))
         return
     buffer = Buffer()
-    streams = [_RankStream(rank_file_path(built.weights_dir, rank), buffer) for rank in range(built.tp)]
+    streams = []
+    for rank in range(built.tp):
+        path = rank_file_path(built.weights_dir, rank)
+        algorithm, _ = manifest_hashes.get(str(path.relative_to(built.path)), (OUTPUT_HASH, ""))
+        streams.append(_RankStream(path, buffer, algorithm))
     tp = built.tp
     try:
         for name, first in indexes[0].items():
@@ -320,8 +335,9 @@ def check_against_reference(built: BuiltModelDir, indexes: list[RankIndex], refe
                 progress(1)
         for stream in streams:
             rel = str(stream.path.relative_to(built.path))
-            if stream.hash.hexdigest() != manifest_hashes.get(rel):
-                report.add("manifest", False, f"{rel}: sha256 differs from {MANIFEST_NAME} (file changed or corrupt)")
+            if (stream.algorithm, stream.hash.hexdigest()) != manifest_hashes.get(rel):
+                report.add("manifest", False, f"{rel}: {stream.algorithm} differs from {MANIFEST_NAME} (file changed "
+                           "or corrupt)")
                 return
     finally:
         for stream in streams:

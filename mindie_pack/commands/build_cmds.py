@@ -126,8 +126,11 @@ def build(
     out.print(f"built {summary['output_dir']}  ({summary['family']}, profile {summary['profile']}, "
               f"tp {summary['tp']}, {summary['dtype']}, {summary['files']} files, {summary['bytes']:,} bytes)",
               markup=False)
+    from mindie_pack.hashing import record_hash
+
     for weight in summary["weights"]:
-        out.print(f"  {weight['path']}  {weight['size']:,} bytes  sha256 {weight['sha256'][:16]}…")
+        algorithm, digest = record_hash(weight) or ("hash", "?")
+        out.print(f"  {weight['path']}  {weight['size']:,} bytes  {algorithm} {digest[:16]}…")
 
 
 def verify(

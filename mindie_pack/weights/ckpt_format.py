@@ -9,15 +9,14 @@ converter append one tensor (or one 512 MiB piece of it) at a time.
 from __future__ import annotations
 
 import binascii
-import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mindie_pack.weights.dtypes import DType, RawTensor
-from mindie_pack.weights.fileio import DirectWriter
+from mindie_pack.weights.fileio import StreamWriter
 
 # MindSpore cuts tensors larger than 512 MiB into several records with the same tag (SLICE_SIZE).
 CHUNK_BYTES = 512 * 1024 * 1024
@@ -68,48 +67,30 @@ class CkptWriter:
 
     Two ways to write: `write(name, tensor)` for a tensor in memory, or `begin(name, dims, dtype, nbytes)`
     followed by `feed(data)` calls that stream the tensor's content in row order (the record headers of
-    MindSpore's 512 MiB pieces are inserted where they fall). The sha256 of the file is kept up to date;
-    with `defer_hash=True` the bytes to hash are queued instead and `take_hash_job()` returns a callable that
-    hashes them (so another thread can do it), which must run before the fed buffers are reused.
+    MindSpore's 512 MiB pieces are inserted where they fall). `digest` is the file's hash, taken by the
+    StreamWriter beside its writes; `buffers` is how many 4 MiB write buffers may be in flight.
     """
 
-    def __init__(self, path: Path, *, crc: bool = False, chunk_bytes: int = CHUNK_BYTES,
-                 defer_hash: bool = False) -> None:
+    def __init__(self, path: Path, *, crc: bool = False, chunk_bytes: int = CHUNK_BYTES, buffers: int = 2) -> None:
         if path.suffix != ".ckpt":
             raise ValueError(f"{path}: MindSpore only loads files ending in .ckpt")
         self.path = path
         self._crc_enabled = crc
         self._crc = 0
         self._chunk_bytes = chunk_bytes
-        self._defer_hash = defer_hash
-        self._pending: list[bytes | memoryview] = []
-        self._file: DirectWriter | None = DirectWriter(path)
+        self._file: StreamWriter | None = StreamWriter(path, buffers=buffers)
         self.bytes_written = 0
-        self.sha256 = hashlib.sha256()  # of the whole file, trailer included, for the manifest
+        self.digest = self._file.digest  # of the whole file, trailer included, for the manifest
         self._record: tuple[bytes, tuple[int, ...], str] | None = None
         self._record_left = 0
         self._piece_left = 0
 
-    def _emit(self, data: bytes | memoryview) -> None:
+    def _emit(self, data: bytes | memoryview, owned: bool = False) -> None:
         assert self._file is not None
-        self._file.write(data)
+        self._file.write(data, owned=owned)
         self.bytes_written += len(data)
-        if self._defer_hash:
-            self._pending.append(data)
-        else:
-            self.sha256.update(data)
         if self._crc_enabled:
             self._crc = binascii.crc32(data, self._crc)
-
-    def take_hash_job(self) -> Callable[[], None]:
-        pending, self._pending = self._pending, []
-        sha = self.sha256
-
-        def job() -> None:
-            for data in pending:
-                sha.update(data)
-
-        return job
 
     def begin(self, name: str, dims: tuple[int, ...], dtype: DType, nbytes: int) -> None:
         """Start a record of `nbytes` content bytes; an empty tensor is written at once."""
@@ -120,7 +101,8 @@ class CkptWriter:
         if nbytes == 0:
             self._emit(record_header(name, dims, dtype.info.mindspore, 0))
 
-    def feed(self, data: memoryview) -> None:
+    def feed(self, data: memoryview, *, owned: bool = False) -> None:
+        """The next bytes of the record's content; `owned`: they will not change (StreamWriter.write)."""
         assert self._record is not None
         if len(data) > self._record_left:
             raise ValueError(f"{self.path}: more data than the record {self._record[0]!r} holds")
@@ -130,7 +112,7 @@ class CkptWriter:
                 self._piece_left = min(self._chunk_bytes, self._record_left)
                 self._emit(record_header(name.decode(), dims, type_str, self._piece_left))
             n = min(len(data), self._piece_left)
-            self._emit(data[:n])
+            self._emit(data[:n], owned)
             data = data[n:]
             self._piece_left -= n
             self._record_left -= n
@@ -141,8 +123,6 @@ class CkptWriter:
         content = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
         self.begin(name, dims, tensor.dtype, len(content))
         self.feed(content)
-        if self._defer_hash:
-            self._pending = [bytes(p) for p in self._pending]  # the caller may reuse `tensor` at once
 
     def close(self, *, sync: bool = False) -> None:
         """Finish the file (CRC trailer); with `sync`, wait until its data is on disk."""
@@ -152,7 +132,6 @@ class CkptWriter:
             if self._crc_enabled:
                 self._crc_enabled = False  # the trailer is not part of its own checksum
                 self._emit(CRC_MARKER + self._crc.to_bytes(10, "big"))
-            self.take_hash_job()()
         finally:
             file, self._file = self._file, None
             file.close(sync=sync)

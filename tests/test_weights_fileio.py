@@ -1,0 +1,76 @@
+"""The converter's file I/O against plain reads and the hash libraries: write-behind writer, mapped reads, and
+the input hash fed by out-of-order reads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from mindie_pack.weights.fileio import OWNED_MIN, WRITE_BUFFER, WRITE_WINDOW, SequentialHash, StreamWriter, map_range
+
+RNG = np.random.default_rng(13)
+
+
+def _bytes(n: int) -> bytes:
+    return RNG.integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def test_stream_writer_keeps_order_content_and_hash_across_windows(tmp_path: Path) -> None:
+    sizes = [7, OWNED_MIN - 1, WRITE_BUFFER + 3, OWNED_MIN, 1, 3 * WRITE_BUFFER, 11, WRITE_WINDOW + 5, 2,
+             WRITE_WINDOW * 2 + 17, 5]
+    pieces = [_bytes(n) for n in sizes]
+    path = tmp_path / "out.bin"
+    writer = StreamWriter(path, buffers=2)
+    for index, piece in enumerate(pieces):
+        writer.write(piece, owned=index % 2 == 1)
+    writer.close(sync=True)
+    expected = b"".join(pieces)
+    assert path.read_bytes() == expected
+    assert writer.size == len(expected)
+    assert writer.digest.hexdigest() == xxhash.xxh3_128_hexdigest(expected)
+    assert (path.stat().st_mode & 0o777) == 0o640
+
+
+def test_stream_writer_copies_what_it_does_not_own(tmp_path: Path) -> None:
+    """A caller may refill its buffer as soon as write() returns when it did not pass owned=True."""
+    buffer = bytearray(_bytes(2 * WRITE_BUFFER + 100))
+    original = bytes(buffer)
+    writer = StreamWriter(tmp_path / "out.bin")
+    writer.write(memoryview(buffer))
+    buffer[:] = bytes(len(buffer))  # reused at once
+    writer.write(b"tail")
+    writer.close(sync=True)
+    assert (tmp_path / "out.bin").read_bytes() == original + b"tail"
+
+
+def test_map_range_gives_the_bytes_at_any_offset(tmp_path: Path) -> None:
+    data = _bytes(3 * 65536 + 123)
+    path = tmp_path / "in.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for offset, length in [(0, len(data)), (1, 10), (65535, 65538), (len(data) - 5, 5), (4097, 0)]:
+            assert bytes(map_range(fd, offset, length)) == data[offset:offset + length]
+    finally:
+        os.close(fd)
+
+
+def test_sequential_hash_of_reads_with_gaps_and_overlaps(tmp_path: Path) -> None:
+    data = _bytes(1_000_003)
+    path = tmp_path / "in.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        hasher = SequentialHash(fd, step=4096)
+        # a header skipped, blocks read in order, one read again, one region never read, the tail never read
+        for offset, length in [(100, 5000), (5100, 300_000), (200_000, 50_000), (400_000, 100_000)]:
+            job = hasher.job_for(offset, memoryview(data)[offset:offset + length])
+            if job is not None:
+                job()
+        assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    finally:
+        os.close(fd)
