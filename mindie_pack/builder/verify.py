@@ -4,50 +4,24 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mindie_pack.builder.convert import STEP_BYTES, rank_file_path
 from mindie_pack.builder.manifest import MANIFEST_NAME, read_manifest
+from mindie_pack.builder.mindspore_check import MindSporeCheck
 from mindie_pack.builder.model_dir import BuiltModelDir, open_model_dir
 from mindie_pack.builder.oracle import Reference, expected_for, rank_part, raw_bytes, row_blocks, torch_cast
+from mindie_pack.builder.report import VerifyReport
 from mindie_pack.builder.shards import RankIndex, rank_indexes
 from mindie_pack.errors import PackError
 from mindie_pack.hashing import ALGORITHMS, OUTPUT_HASH, hash_file, record_hash
-from mindie_pack.weights.ckpt_format import CkptRecord, read_record
-from mindie_pack.weights.dtypes import to_float32
-from mindie_pack.weights.fileio import Buffer, SequentialHash, advise_sequential, pread_exact
+from mindie_pack.weights.ckpt_format import CkptRecord
+from mindie_pack.weights.fileio import Buffer, SequentialHash, advise_sequential, map_range, pread_exact
 from mindie_pack.weights.hf_source import HFWeights
-
-
-@dataclass
-class CheckResult:
-    name: str
-    ok: bool
-    detail: str
-
-
-@dataclass
-class VerifyReport:
-    model_dir: Path
-    checks: list[CheckResult] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
-
-    def add(self, name: str, ok: bool, detail: str) -> bool:
-        self.checks.append(CheckResult(name, ok, detail))
-        return ok
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"model_dir": str(self.model_dir), "ok": self.ok,
-                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks]}
 
 
 def check_manifest(model_dir: Path, report: VerifyReport, *,
@@ -130,94 +104,6 @@ def check_rank_layout(built: BuiltModelDir, report: VerifyReport) -> list[RankIn
     return indexes
 
 
-SAMPLE_BYTES = 16 * 1024 * 1024  # per rank, default path (beyond the smallest tensor of each dtype)
-BATCH_BYTES = 256 * 1024 * 1024  # per MindSpore call with --mindspore
-
-
-def _sample(records: list[CkptRecord], budget: int) -> list[CkptRecord]:
-    """The smallest record of each dtype, then the smallest others, within `budget` bytes (at least one)."""
-    by_size = sorted(records, key=lambda r: r.span[1] - r.span[0])
-    chosen: dict[str, CkptRecord] = {}
-    for record in by_size:
-        chosen.setdefault(record.type_str, record)
-    total = sum(r.span[1] - r.span[0] for r in chosen.values())
-    for record in by_size:
-        size = record.span[1] - record.span[0]
-        if record.name not in {r.name for r in chosen.values()} and total + size <= budget:
-            chosen[record.name] = record
-            total += size
-    return sorted(chosen.values(), key=lambda r: r.span[0])
-
-
-def _batches(records: list[CkptRecord], limit: int) -> list[list[CkptRecord]]:
-    batches: list[list[CkptRecord]] = [[]]
-    size = 0
-    for record in records:
-        length = record.span[1] - record.span[0]
-        if batches[-1] and size + length > limit:
-            batches.append([])
-            size = 0
-        batches[-1].append(record)
-        size += length
-    return batches
-
-
-def check_mindspore_load(built: BuiltModelDir, indexes: list[RankIndex], report: VerifyReport, *,
-                         full: bool = False) -> None:
-    """MindSpore itself parses our records: by default a sample of every rank (the smallest tensor of each
-    dtype and more up to 64 MiB), with `full` every record. The records' exact bytes are copied into small
-    temporary .ckpt files (a checkpoint is a run of records), so `mindspore.load_checkpoint` never sees a
-    file larger than 256 MiB: its memory stays flat, and its refusal of files larger than *free* memory
-    (page cache not counted) cannot fail a correct model. Values must equal what our reader reads."""
-    import mindspore
-
-    loaded = 0
-    with tempfile.TemporaryDirectory(prefix="mindie-pack-verify-") as tmp:
-        for rank, index in enumerate(indexes):
-            path = rank_file_path(built.weights_dir, rank)
-            records = list(index.values())
-            chosen = _batches(records, BATCH_BYTES) if full else [_sample(records, SAMPLE_BYTES)]
-            for batch in chosen:
-                part = Path(tmp) / f"rank{rank}.ckpt"
-                with path.open("rb") as src, part.open("wb") as dst:
-                    for record in batch:
-                        src.seek(record.span[0])
-                        remaining = record.span[1] - record.span[0]
-                        while remaining:
-                            data = src.read(min(remaining, 8 * 1024 * 1024))
-                            dst.write(data)
-                            remaining -= len(data)
-                try:
-                    params = mindspore.load_checkpoint(str(part))
-                except Exception as exc:  # MindSpore raises ValueError/RuntimeError with long texts
-                    report.add("mindspore", False, f"{path}: mindspore.load_checkpoint failed on tensors "
-                               f"{batch[0].name!r}..: {str(exc).splitlines()[0]}")
-                    return
-                for record in batch:
-                    param = params.get(record.name)
-                    if param is None or tuple(param.shape) != record.dims:
-                        report.add("mindspore", False, f"{path}: MindSpore reads tensor {record.name!r} as "
-                                   f"{None if param is None else list(param.shape)}, expected {list(record.dims)}")
-                        return
-                    if str(param.dtype) != record.dtype.info.mindspore:
-                        report.add("mindspore", False, f"{path}: MindSpore reads tensor {record.name!r} as "
-                                   f"{param.dtype}, the record says {record.type_str}")
-                        return
-                    ours = to_float32(read_record(path, record))
-                    theirs = param.float().asnumpy() if param.dtype == mindspore.bfloat16 else param.asnumpy()
-                    if not np.array_equal(ours, theirs.astype(np.float32), equal_nan=True):
-                        report.add("mindspore", False, f"{path}: tensor {record.name!r}: MindSpore reads other "
-                                   "values than our reader")
-                        return
-                loaded += len(batch)
-                del params
-                part.unlink()
-    total = sum(len(index) for index in indexes)
-    scope = "every tensor" if full else f"a sample of {loaded} of {total} tensors"
-    report.add("mindspore", True, f"mindspore.load_checkpoint reads {scope} of {built.tp} rank(s) with the "
-               "values our reader reads")
-
-
 class _RankStream:
     """Reads one rank file's records in file order and hashes the whole file on the way."""
 
@@ -235,7 +121,23 @@ class _RankStream:
         self._record, self._piece, self._offset = record, 0, 0
 
     def read(self, count: int) -> memoryview:
+        """The record's next `count` bytes: a mapped view when they lie in one piece (no copy), else copied
+        together into the shared buffer."""
         assert self._record is not None
+        if self._piece < len(self._record.pieces):
+            offset, length = self._record.pieces[self._piece]
+            if count <= length - self._offset:
+                start = offset + self._offset
+                if start + count > self.hash.size:
+                    raise PackError(f"{self.path}: truncated in tensor {self._record.name!r}")
+                view = map_range(self.fd, start, count)
+                job = self.hash.job_for(start, view)
+                if job is not None:
+                    job()
+                self._offset += count
+                if self._offset == length:
+                    self._piece, self._offset = self._piece + 1, 0
+                return view
         view = self._buffer.view(count)
         done = 0
         while done < count:
@@ -261,6 +163,15 @@ class _RankStream:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _same_bytes(a: memoryview, b: memoryview) -> bool:
+    """Exact byte equality without copying either side: 8 bytes at a time through numpy, then the tail."""
+    if len(a) != len(b):
+        return False
+    whole = len(a) - len(a) % 8
+    return bool(np.array_equal(np.frombuffer(a[:whole], np.uint64), np.frombuffer(b[:whole], np.uint64))) and \
+        a[whole:] == b[whole:]
 
 
 def check_against_reference(built: BuiltModelDir, indexes: list[RankIndex], reference: Path,
@@ -321,7 +232,7 @@ def check_against_reference(built: BuiltModelDir, indexes: list[RankIndex], refe
                         part = rank_part(block, split, tp, rank)
                     want_bytes = raw_bytes(part)
                     got = stream.read(len(want_bytes))
-                    if got.tobytes() != want_bytes.tobytes():  # two memcpy and a memcmp: fast and exact
+                    if not _same_bytes(got, want_bytes):
                         report.add("reference", False, f"{stream.path}: tensor {name!r} (rows {a}..{b - 1} of "
                                    f"{expected.source!r}) differs from {reference} cast to {first.type_str} by "
                                    "torch")
@@ -372,7 +283,7 @@ def check_safetensors_reference(weights_dir: Path, reference: Path, report: Veri
             theirs = ref.rows(name, a, b)
             if entry.dtype.is_float:
                 theirs = torch_cast(theirs, entry.dtype.info.mindspore, clamp=clamp)
-            if np.ascontiguousarray(mine).tobytes() != raw_bytes(theirs).tobytes():
+            if not _same_bytes(memoryview(np.ascontiguousarray(mine).reshape(-1).view(np.uint8)), raw_bytes(theirs)):
                 report.add("reference", False, f"{entry.file}: tensor {name!r} (rows {a}..{b - 1}) differs from "
                            f"{reference} (cast to {entry.dtype.info.name} by torch)")
                 return
@@ -396,18 +307,26 @@ def verify_model_dir(model_dir: Path, reference: Path | None = None,
     converted = built.profile != "mf-safetensors"
     deferred = frozenset(str(rank_file_path(built.weights_dir, r).relative_to(model_dir)) for r in range(built.tp)) \
         if converted and reference is not None else frozenset()
-    hashes = check_manifest(model_dir, report, deferred=deferred)
+    with MindSporeCheck(model_dir, full=mindspore_full) if converted else nullcontext() as mindspore:
+        return _verify_converted(built, report, reference, deferred, clamp, progress, mindspore)
+
+
+def _verify_converted(built: BuiltModelDir, report: VerifyReport, reference: Path | None, deferred: frozenset[str],
+                      clamp: bool, progress: Callable[[int], None] | None,
+                      mindspore: MindSporeCheck | None) -> VerifyReport:
+    hashes = check_manifest(built.path, report, deferred=deferred)
     report.add("yaml", True, f"{built.yaml_path.name}: {built.model.family.name}, profile {built.profile}, "
                f"model_parallel {built.tp}, {built.dtype.info.name}")
-    if not converted:
+    if mindspore is None:  # mf-safetensors: MindIE reads the linked HF files
         if reference is not None:
             check_safetensors_reference(built.weights_dir, reference, report)
         return report
     indexes = check_rank_layout(built, report)
     if indexes is None:
         return report
-    check_mindspore_load(built, indexes, report, full=mindspore_full)
+    position = len(report.checks)  # MindSpore's result is reported here, when the child has finished
     if reference is not None:
         check_against_reference(built, indexes, reference, report, manifest_hashes=hashes, clamp=clamp,
                                 progress=progress)
+    report.checks.insert(position, mindspore.result())
     return report
