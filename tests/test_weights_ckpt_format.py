@@ -109,3 +109,26 @@ def test_no_crc_trailer_by_default(tmp_path: Path) -> None:
 def test_writer_refuses_a_name_mindspore_would_not_load(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.ckpt"):
         CkptWriter(tmp_path / "weights.bin")
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 64])  # rows within one piece; rows across piece boundaries
+def test_column_split_rows_written_as_vectors_load_in_mindspore(tmp_path: Path, chunk_bytes: int) -> None:
+    """feed_rows: rank 1's columns of a bf16 matrix, given as 1500 strided rows (more than one pwritev)."""
+    full = float32_to_bfloat16_bits(RNG.standard_normal((1500, 6)).astype(np.float32))
+    part = full[:, 3:]
+    after = _tensors()["model.norm_out.weight"]  # _tensors() draws new values on every call
+    path = tmp_path / "cols.ckpt"
+    with CkptWriter(path, chunk_bytes=chunk_bytes) as writer:
+        writer.begin("w", part.shape, DType.BFLOAT16, part.nbytes)
+        rows = part.view(np.uint8)
+        writer.feed_rows([memoryview(rows[i]) for i in range(700)])
+        writer.feed_rows([memoryview(rows[i]) for i in range(700, 1500)])
+        writer.write("after", after)
+    assert writer.bytes_written == path.stat().st_size
+    import xxhash
+
+    assert writer.digest.hexdigest() == xxhash.xxh3_128_hexdigest(path.read_bytes())
+    loaded = ms.load_checkpoint(str(path))
+    widened = (np.ascontiguousarray(part).astype(np.uint32) << 16).view(np.float32)
+    np.testing.assert_array_equal(loaded["w"].float().asnumpy(), widened)
+    np.testing.assert_array_equal(loaded["after"].asnumpy(), after.array)

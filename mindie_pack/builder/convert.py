@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -90,8 +91,9 @@ class ConversionResult:
     input_hashes: dict[Path, str]  # INPUT_HASH of the safetensors files, taken while reading them
 
 
-# Input blocks whose hash may still be running: the one being converted and the one before it.
-READ_BLOCKS = 2
+# How far the input hash may trail the conversion, in blocks (STEP_BYTES each): it reads what the
+# conversion read moments before, from the page cache. Bounded so that those pages are still cached.
+HASH_LAG_BLOCKS = 16
 # Write buffers in flight per rank file (4 MiB each): 32 MiB in all at tp 1 and 2, a step's worth.
 WRITE_BUFFERS_TOTAL = 8
 
@@ -101,11 +103,13 @@ class _Source:
     of the page cache; weights/fileio.map_range), .bin and other sources through `weights.read` (whole tensor,
     then sliced).
 
-    Safetensors files are hashed from the mapped bytes, by jobs on `hasher` (one thread, so in file order)
-    while the caller converts and reads on; without a hasher the jobs run at once. While a block is being
-    converted the kernel is asked to read the next one (POSIX_FADV_WILLNEED), so a model on disk is read
-    while the previous block is hashed and written rather than after. A block's mapping lives as long as
-    someone (the caller, a hash job, a StreamWriter) holds a view of it: `owned` blocks never change."""
+    Safetensors files are hashed by jobs on `hasher` (one thread, so in file order) that trail the
+    conversion by up to HASH_LAG_BLOCKS blocks, reading the same bytes again from the page cache: the
+    conversion never waits for sha256 (the slowest stream of the build on 2 cores) block by block. Without a
+    hasher the jobs run at once. While a block is being converted the kernel is asked to read the next one
+    (POSIX_FADV_WILLNEED), so a model on disk is read while the previous block is hashed and written rather
+    than after. A block's mapping lives as long as someone (the caller, a StreamWriter) holds a view of it:
+    `owned` blocks never change."""
 
     def __init__(self, weights: HFWeights, hasher: ThreadPoolExecutor | None = None) -> None:
         self.weights = weights
@@ -116,8 +120,7 @@ class _Source:
         self._fds: dict[Path, int] = {}
         self.hashes: dict[Path, SequentialHash] = {}
         self._hasher = hasher
-        self._jobs: list[Future[None] | None] = [None] * READ_BLOCKS
-        self._next = 0
+        self._jobs: deque[Future[None]] = deque()
         self._held: tuple[str, RawTensor] | None = None
 
     def _fd(self, path: Path) -> int:
@@ -127,11 +130,6 @@ class _Source:
             self._fds[path] = fd
             self.hashes[path] = SequentialHash(fd)
         return self._fds[path]
-
-    def _wait(self, slot: int) -> None:
-        job, self._jobs[slot] = self._jobs[slot], None
-        if job is not None:
-            job.result()
 
     def rows(self, entry: TensorEntry, start: int, end: int) -> np.ndarray:
         """Rows [start, end) of the tensor. From a safetensors file: a read-only view of the mapped bytes
@@ -149,22 +147,22 @@ class _Source:
         fd = self._fd(entry.file)
         if offset + count > self.hashes[entry.file].size:
             raise PackError(f"{entry.file}: truncated while reading tensor {entry.name!r}")
-        slot, self._next = self._next, (self._next + 1) % READ_BLOCKS
-        self._wait(slot)  # at most READ_BLOCKS blocks waiting for their input hash
         view = map_range(fd, offset, count)
         advise_willneed(fd, offset + count, count)
-        job = self.hashes[entry.file].job_for(offset, view)
+        job = self.hashes[entry.file].job_for(offset, count)
         if job is not None:
             if self._hasher is None:
                 job()
             else:
-                self._jobs[slot] = self._hasher.submit(job)
+                self._jobs.append(self._hasher.submit(job))
+                while len(self._jobs) > HASH_LAG_BLOCKS:
+                    self._jobs.popleft().result()
         array = np.frombuffer(view, dtype=entry.dtype.info.storage)
         return array.reshape((end - start, *tail)) if entry.shape else array.reshape(())
 
     def input_hashes(self) -> dict[Path, str]:
-        for slot in range(READ_BLOCKS):
-            self._wait(slot)
+        while self._jobs:
+            self._jobs.popleft().result()
         return {path: hasher.hexdigest() for path, hasher in self.hashes.items()}
 
     def close(self) -> None:
@@ -203,7 +201,19 @@ def _rank_part(array: np.ndarray, spec: TensorSpec, tp: int, rank: int, row0: in
     size = array.shape[spec.split_axis] // tp
     index: list[slice] = [slice(None)] * array.ndim
     index[spec.split_axis] = slice(rank * size, (rank + 1) * size)
-    return np.ascontiguousarray(array[tuple(index)])
+    return array[tuple(index)]  # strided: _feed writes its rows without gathering them
+
+
+def _feed(writer: CkptWriter, part: np.ndarray, *, owned: bool) -> None:
+    """One rank's part of a block. `owned`: the bytes never change (a mapped input block, a fresh cast
+    result), so the writer keeps references instead of copies; a column split (rows contiguous, not each
+    other) goes out as a vector of rows (pwritev) instead of being gathered into a new array first."""
+    if owned and part.ndim == 2 and part.size and not part.flags.c_contiguous \
+            and part.strides[1] == part.itemsize:
+        rows = part.view(np.uint8)
+        writer.feed_rows([memoryview(rows[i]) for i in range(rows.shape[0])])
+    else:  # a gathered copy (non-contiguous part) is fresh: the writer may keep it too
+        writer.feed(_as_bytes(part), owned=owned or not part.flags.c_contiguous)
 
 
 def _as_bytes(array: np.ndarray) -> memoryview:
@@ -261,9 +271,8 @@ def convert_to_ranks(
                 except CastOverflow as exc:
                     _refuse_overflow(source, entry, spec, exc)
                 for rank, writer in enumerate(writers):
-                    # mapped input blocks and fresh cast or split results never change: no copy
-                    writer.feed(_as_bytes(_rank_part(stored, spec, tp, rank, row - first_row, rows_per_rank)),
-                                owned=source.raw_files)
+                    _feed(writer, _rank_part(stored, spec, tp, rank, row - first_row, rows_per_rank),
+                          owned=source.raw_files)
                 if progress:
                     progress(rows.nbytes)
         for writer in writers:

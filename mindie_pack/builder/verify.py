@@ -131,7 +131,7 @@ class _RankStream:
                 if start + count > self.hash.size:
                     raise PackError(f"{self.path}: truncated in tensor {self._record.name!r}")
                 view = map_range(self.fd, start, count)
-                job = self.hash.job_for(start, view)
+                job = self.hash.job_for(start, count)
                 if job is not None:
                     job()
                 self._offset += count
@@ -147,7 +147,7 @@ class _RankStream:
             take = min(count - done, length - self._offset)
             chunk = view[done:done + take]
             pread_exact(self.fd, chunk, offset + self._offset)
-            job = self.hash.job_for(offset + self._offset, chunk)
+            job = self.hash.job_for(offset + self._offset, take)
             if job is not None:
                 job()
             done += take

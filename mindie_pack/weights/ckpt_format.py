@@ -107,15 +107,34 @@ class CkptWriter:
         if len(data) > self._record_left:
             raise ValueError(f"{self.path}: more data than the record {self._record[0]!r} holds")
         while len(data):
-            if self._piece_left == 0:
-                name, dims, type_str = self._record
-                self._piece_left = min(self._chunk_bytes, self._record_left)
-                self._emit(record_header(name.decode(), dims, type_str, self._piece_left))
+            self._start_piece()
             n = min(len(data), self._piece_left)
             self._emit(data[:n], owned)
             data = data[n:]
             self._piece_left -= n
             self._record_left -= n
+
+    def _start_piece(self) -> None:
+        if self._piece_left == 0 and self._record is not None and self._record_left:
+            name, dims, type_str = self._record
+            self._piece_left = min(self._chunk_bytes, self._record_left)
+            self._emit(record_header(name.decode(), dims, type_str, self._piece_left))
+
+    def feed_rows(self, rows: list[memoryview]) -> None:
+        """Like `feed(owned=True)` for content given as rows (one rank's columns of a block of rows): written
+        without gathering them first, unless a 512 MiB piece boundary or the CRC needs them together."""
+        assert self._record is not None and self._file is not None
+        nbytes = sum(len(row) for row in rows)
+        if nbytes > self._record_left:
+            raise ValueError(f"{self.path}: more data than the record {self._record[0]!r} holds")
+        self._start_piece()
+        if self._crc_enabled or nbytes > self._piece_left:
+            self.feed(memoryview(b"".join(rows)), owned=True)
+            return
+        self._file.write_rows(rows)
+        self.bytes_written += nbytes
+        self._piece_left -= nbytes
+        self._record_left -= nbytes
 
     def write(self, name: str, tensor: RawTensor) -> None:
         dims = tuple(tensor.array.shape)  # taken before the copy: ascontiguousarray turns 0-d into 1-d

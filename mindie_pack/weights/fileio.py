@@ -18,7 +18,7 @@ import numpy as np
 
 from mindie_pack.hashing import INPUT_HASH, OUTPUT_HASH, new_hasher
 
-HASH_STEP = 32 * 1024 * 1024
+HASH_STEP = 8 * 1024 * 1024
 
 
 def advise_sequential(fd: int) -> None:
@@ -80,38 +80,37 @@ class Buffer:
 
 
 class SequentialHash:
-    """The hash (sha256 unless told) of a whole file, fed by reads that arrive (mostly) in file order; bytes
-    skipped over (headers, tensors nobody needs) are read and hashed by the job that follows them, bytes read
-    twice are hashed once: the file is read once. `job_for` only books the bytes; the returned job does the
-    hashing (and the reading of skipped bytes, into this hasher's own buffer), so jobs can run on another
-    thread while the caller reads on. Jobs of one file must run one at a time, in the order they were made."""
+    """The hash (sha256 unless told) of a whole file, taken in file order beside reads that arrive (mostly) in
+    file order: bytes skipped over (headers, tensors nobody needs) are hashed with the range that follows
+    them, bytes read twice are hashed once.
+
+    `job_for` only books a range; the returned job maps the file's bytes itself and hashes them, so the
+    caller's buffer is free at once and jobs can run on another thread, trailing the caller's reads by as
+    much as the caller allows: the bytes are still in the page cache then, the file is read from disk once.
+    Jobs of one file must run one at a time, in the order they were made."""
 
     def __init__(self, fd: int, algorithm: str = INPUT_HASH, step: int = HASH_STEP) -> None:
         self._fd, self._step = fd, step
-        self._gap = Buffer()
         self.hasher = new_hasher(algorithm)
         self.upto = 0  # bytes booked so far
         self.size = os.fstat(fd).st_size
 
     def _hash_range(self, start: int, end: int) -> None:
+        end = min(end, self.size)  # a mapped page past the end of the file is SIGBUS
         while start < end:
-            view = self._gap.view(min(self._step, end - start))
-            pread_exact(self._fd, view, start)
-            self.hasher.update(view)
-            start += len(view)
+            length = min(self._step, end - start)
+            self.hasher.update(map_range(self._fd, start, length))
+            start += length
 
-    def job_for(self, offset: int, data: memoryview) -> Callable[[], None] | None:
-        """Hash job for bytes just read at `offset` (None when they were booked already); `data` must stay
-        unchanged until the job has run."""
-        if offset + len(data) <= self.upto:
+    def job_for(self, offset: int, length: int) -> Callable[[], None] | None:
+        """Hash job for the bytes up to `offset + length` (None when they were booked already)."""
+        end = offset + length
+        if end <= self.upto:
             return None
-        gap_start, gap_end = self.upto, max(self.upto, offset)
-        data = data[max(0, self.upto - offset):]
-        self.upto = gap_end + len(data)
+        start, self.upto = self.upto, end
 
         def job() -> None:
-            self._hash_range(gap_start, gap_end)
-            self.hasher.update(data)
+            self._hash_range(start, end)
 
         return job
 
@@ -124,6 +123,7 @@ class SequentialHash:
 
 WRITE_BUFFER = 4 * 1024 * 1024
 OWNED_MIN = 256 * 1024  # smaller owned pieces are copied like any other
+_IOV_MAX = 1024  # Linux's limit of buffers per pwritev
 WRITE_WINDOW = 32 * 1024 * 1024
 _SYNC_WAIT_BEFORE, _SYNC_WRITE, _SYNC_WAIT_AFTER = 1, 2, 4  # sync_file_range(2) flags
 
@@ -191,11 +191,30 @@ class StreamWriter:
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-hash")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-behind")
 
-    def _write_at(self, view: memoryview, offset: int) -> None:
+    def _pwrite_all(self, view: memoryview, offset: int) -> None:
         done = 0
         while done < len(view):
             done += os.pwrite(self._fd, view[done:], offset + done)
-        end = offset + len(view)
+
+    def _write_at(self, view: memoryview, offset: int) -> None:
+        self._pwrite_all(view, offset)
+        self._behind(offset + len(view))
+
+    def _write_rows_at(self, rows: list[memoryview], offset: int) -> None:
+        for first in range(0, len(rows), _IOV_MAX):
+            batch = rows[first:first + _IOV_MAX]
+            done = os.pwritev(self._fd, batch, offset)
+            for row in batch:  # after a short vector write, the rest row by row
+                if done >= len(row):
+                    done -= len(row)
+                else:
+                    self._pwrite_all(row[done:], offset + done)
+                    done = 0
+                offset += len(row)
+            self._behind(offset)
+
+    def _behind(self, end: int) -> None:
+        """Write-behind up to `end`: hand full windows to writeback, drop the one before from the cache."""
         while self._sync_range is not None and end - self._kicked >= WRITE_WINDOW:
             start = self._kicked
             self._kicked += WRITE_WINDOW
@@ -233,6 +252,24 @@ class StreamWriter:
         if self._current is not None and self._fill:
             self._submit(memoryview(self._current)[:self._fill], self._current)
             self._current, self._fill = None, 0
+
+    def write_rows(self, rows: list[memoryview]) -> None:
+        """Append `rows` one after the other without gathering them first (pwritev): the rows of one rank's
+        columns of a block, which the caller will not change (as with `owned`)."""
+        self._submit_staged()
+        length = sum(len(row) for row in rows)
+        self.size += length
+
+        def hash_rows() -> None:
+            for row in rows:
+                self.digest.update(row)
+
+        self._pending.append((self._hasher.submit(hash_rows), self._writer.submit(self._write_rows_at, rows,
+                                                                                   self._offset), None, length))
+        self._offset += length
+        self._in_flight += length
+        while self._in_flight > self._limit and len(self._pending) > 1:
+            self._retire_oldest()
 
     def write(self, data: bytes | memoryview, *, owned: bool = False) -> None:
         """Append `data`. With `owned`, the caller will not change those bytes (the writer keeps a reference
