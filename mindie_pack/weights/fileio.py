@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +31,26 @@ def advise_willneed(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to start reading [offset, offset + length) now (it does not wait for the reads)."""
     if hasattr(os, "posix_fadvise") and length > 0:
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+
+
+def prefetch_start(paths: list[Path], length: int) -> None:
+    """Start reading the first `length` bytes of each file into the page cache, on a daemon thread (the
+    kernel may block while it queues the reads); returns at once. A file that cannot be opened is skipped:
+    whoever reads it next reports that."""
+    import threading
+
+    def run() -> None:
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                advise_willneed(fd, 0, length)
+            finally:
+                os.close(fd)
+
+    threading.Thread(target=run, name="prefetch", daemon=True).start()
 
 
 def pread_exact(fd: int, view: memoryview, offset: int) -> None:
