@@ -211,6 +211,7 @@ def main() -> None:
     pack = [sys.executable, "-m", "mindie_pack"]
     times: dict[str, list[tuple[float, float, float, float]]] = {}
     sizes: dict[str, float] = {}
+    written: dict[str, float] = {}  # GB of weights a build wrote (tp > 1 replicates the vocabulary embedding)
 
     def run(label: str, cmd: list[str], gb: float) -> None:
         subprocess.run(["sync"], check=True)  # start every contender with no one else's dirty data
@@ -246,7 +247,9 @@ def main() -> None:
                     out = work / f"out-tp{tp}"
                     run(f"{label}: build --tp {tp}", pack + ["build", "--model", str(src), "--output", str(out),
                                                              "--tp", str(tp), "--json"], gb)
-                    if round_index == 0 or label == "7b":
+                    written[f"{label}: build --tp {tp}"] = sum(
+                        f.stat().st_size for f in (out / "weights").rglob("*") if f.is_file()) / 1e9
+                    if label != "3x" or tp == tps[-1]:
                         run(f"{label}: verify --reference (tp {tp})",
                             pack + ["verify", str(out), "--reference", str(src), "--json"], gb)
                     drop(out)
@@ -287,7 +290,11 @@ def main() -> None:
                 tp = name.split("tp ")[1].rstrip(")")
                 build = times.get(f"{label}: build --tp {tp}")
                 if build:
-                    print(f"{name} / build --tp {tp}: {results[0][0] / build[0][0]:.2f}x  (target <= 1.5x)")
+                    ratios = [r[0] / b[0] for r, b in zip(results, build, strict=False)]
+                    print(f"{name} / build --tp {tp}: median {median(ratios):.2f}x per round "
+                          f"({', '.join(f'{x:.2f}' for x in ratios)})  (target <= 1.5x)")
+    for name, gb in written.items():
+        print(f"{name} wrote {gb:.2f} GB of weights ({sizes[name]:.2f} GB read)")
     if "3x: build --tp 2" in times:
         growth = times["3x: build --tp 2"][0][3] - max(r[3] for r in times["base: build --tp 2"])
         print(f"peak RSS growth of build for the 3x model: {growth:+.0f} MiB  (target: flat, <= 256 MiB in all)")
