@@ -217,13 +217,11 @@ class StreamWriter:
         while done < len(view):
             done += os.pwrite(self._fd, view[done:], offset + done)
 
-    def _write_at(self, view: memoryview, offset: int) -> None:
-        self._pwrite_all(view, offset)
-        self._behind(offset + len(view))
-
-    def _write_rows_at(self, rows: list[memoryview], offset: int) -> None:
-        for first in range(0, len(rows), _IOV_MAX):
-            batch = rows[first:first + _IOV_MAX]
+    def _write_at(self, views: list[memoryview], offset: int) -> None:
+        """Write `views` one after the other from `offset` (pwritev: a whole buffer, or a column split's rows
+        without gathering them)."""
+        for first in range(0, len(views), _IOV_MAX):
+            batch = views[first:first + _IOV_MAX]
             done = os.pwritev(self._fd, batch, offset)
             for row in batch:  # after a short vector write, the rest row by row
                 if done >= len(row):
@@ -261,36 +259,31 @@ class StreamWriter:
             if buffer is not None:
                 self._free.append(buffer)
 
-    def _submit(self, view: memoryview, buffer: bytearray | None) -> None:
-        self._pending.append((self._hasher.submit(self.digest.update, view),
-                              self._writer.submit(self._write_at, view, self._offset), buffer, len(view)))
-        self._offset += len(view)
-        self._in_flight += len(view)
+    def _submit(self, views: list[memoryview], buffer: bytearray | None) -> None:
+        length = sum(len(view) for view in views)
+
+        def hash_views() -> None:
+            for view in views:
+                self.digest.update(view)
+
+        self._pending.append((self._hasher.submit(hash_views), self._writer.submit(self._write_at, views, self._offset),
+                              buffer, length))
+        self._offset += length
+        self._in_flight += length
         while self._in_flight > self._limit and len(self._pending) > 1:
             self._retire_oldest()
 
     def _submit_staged(self) -> None:
         if self._current is not None and self._fill:
-            self._submit(memoryview(self._current)[:self._fill], self._current)
+            self._submit([memoryview(self._current)[:self._fill]], self._current)
             self._current, self._fill = None, 0
 
     def write_rows(self, rows: list[memoryview]) -> None:
         """Append `rows` one after the other without gathering them first (pwritev): the rows of one rank's
         columns of a block, which the caller will not change (as with `owned`)."""
         self._submit_staged()
-        length = sum(len(row) for row in rows)
-        self.size += length
-
-        def hash_rows() -> None:
-            for row in rows:
-                self.digest.update(row)
-
-        self._pending.append((self._hasher.submit(hash_rows), self._writer.submit(self._write_rows_at, rows,
-                                                                                   self._offset), None, length))
-        self._offset += length
-        self._in_flight += length
-        while self._in_flight > self._limit and len(self._pending) > 1:
-            self._retire_oldest()
+        self.size += sum(len(row) for row in rows)
+        self._submit(rows, None)
 
     def write(self, data: bytes | memoryview, *, owned: bool = False) -> None:
         """Append `data`. With `owned`, the caller will not change those bytes (the writer keeps a reference
@@ -299,7 +292,7 @@ class StreamWriter:
         if owned and len(view) >= OWNED_MIN:
             self._submit_staged()
             self.size += len(view)
-            self._submit(view, None)
+            self._submit([view], None)
             return
         while len(view):
             if self._current is None:
