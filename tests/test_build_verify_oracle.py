@@ -20,6 +20,7 @@ from mindie_pack.builder.report import VerifyReport
 from mindie_pack.builder.shards import rank_indexes
 from mindie_pack.builder.verify import verify_model_dir
 from mindie_pack.models.base import ModelFamily
+from mindie_pack.weights.ckpt_format import CkptRecord
 from mindie_pack.weights.dtypes import DType, RawTensor
 
 
@@ -77,3 +78,34 @@ def test_mindspore_free_memory_check_cannot_fail_a_correct_model(tiny_models: Ca
         assert [(c.name, c.ok) for c in report.checks] == [("mindspore", True)], report.as_dict()
     assert "every tensor" in report.checks[0].detail
     assert verify_model_dir(out, reference=hf_dir, mindspore_full=True).ok
+
+
+def test_mindspore_values_are_compared_block_by_block_to_the_last_row(tiny_models: Callable[..., Path],
+                                                                      tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MindSpore check compares a few rows at a time (flat memory for large sample tensors): every block
+    counts, a difference in the last row of a bf16 matrix is found, an equal model passes."""
+    out = tmp_path / "m"
+    build_model_dir(BuildOptions(model_dir=tiny_models(family="llama"), output_dir=out))
+    built = open_model_dir(out)
+    monkeypatch.setattr(mindspore_check, "COMPARE_BYTES", 64)  # a few rows per block
+    report = VerifyReport(out)
+    mindspore_check.check_mindspore_load(built, rank_indexes(built), report, full=True)
+    assert [(c.name, c.ok) for c in report.checks] == [("mindspore", True)], report.as_dict()
+
+    target = "model.layers.0.attention.wq.weight"
+    real_read = mindspore_check.read_record
+
+    def misread(path: Path, record: CkptRecord) -> RawTensor:
+        tensor = real_read(path, record)
+        if record.name != target:
+            return tensor
+        array = tensor.array.copy()
+        array[-1, -1] ^= 0x0100  # flips an exponent bit of the very last bf16 value
+        return RawTensor(tensor.dtype, array)
+
+    monkeypatch.setattr(mindspore_check, "read_record", misread)
+    report = VerifyReport(out)
+    mindspore_check.check_mindspore_load(built, rank_indexes(built), report, full=True)
+    assert not report.checks[-1].ok
+    assert report.checks[-1].detail.endswith(f"tensor {target!r}: MindSpore reads other values than our reader")
