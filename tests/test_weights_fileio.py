@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import xxhash
 
+from mindie_pack.weights import fileio, libc
 from mindie_pack.weights.fileio import OWNED_MIN, WRITE_BUFFER, WRITE_WINDOW, SequentialHash, StreamWriter, map_range
 
 RNG = np.random.default_rng(13)
@@ -19,7 +21,13 @@ def _bytes(n: int) -> bytes:
     return RNG.integers(0, 256, n, dtype=np.uint8).tobytes()
 
 
-def test_stream_writer_keeps_order_content_and_hash_across_windows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("write_behind", [True, False], ids=["sync_file_range", "plain-writes"])
+def test_stream_writer_keeps_order_content_and_hash_across_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   write_behind: bool) -> None:
+    if write_behind:
+        assert fileio._SYNC_FILE_RANGE is not None  # Linux: the write-behind path is the one under test
+    else:  # where libc has no sync_file_range
+        monkeypatch.setattr(fileio, "_SYNC_FILE_RANGE", None)
     sizes = [7, OWNED_MIN - 1, WRITE_BUFFER + 3, OWNED_MIN, 1, 3 * WRITE_BUFFER, 11, WRITE_WINDOW + 5, 2,
              WRITE_WINDOW * 2 + 17, 5]
     pieces = [_bytes(n) for n in sizes]
@@ -76,3 +84,30 @@ def test_sequential_hash_of_reads_with_gaps_and_overlaps(tmp_path: Path) -> None
         assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
     finally:
         os.close(fd)
+
+
+def test_libc_functions_are_found_or_none() -> None:
+    import ctypes
+
+    memcmp = libc.function("memcmp", ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t])
+    assert memcmp is not None
+    assert memcmp(b"abcd", b"abcd", 4) == 0 and memcmp(b"abcd", b"abce", 4) < 0 and memcmp(b"b", b"a", 1) > 0
+    assert libc.function("mindie_pack_no_such_function", ctypes.c_int, []) is None
+
+
+@pytest.mark.parametrize("with_libc", [True, False], ids=["memcmp", "numpy"])
+def test_verify_byte_comparison_equals_python_equality(monkeypatch: pytest.MonkeyPatch, with_libc: bool) -> None:
+    from mindie_pack.builder import verify
+
+    if not with_libc:
+        monkeypatch.setattr(verify, "_MEMCMP", None)
+    else:
+        assert verify._MEMCMP is not None
+    for size in (0, 1, 7, 8, 9, 4099):
+        data = _bytes(size)
+        assert verify._same_bytes(memoryview(data), memoryview(bytes(data)))
+        for position in {0, size // 2, size - 1} if size else set():
+            other = bytearray(data)
+            other[position] ^= 0x40
+            assert not verify._same_bytes(memoryview(data), memoryview(bytes(other))), (size, position)
+    assert not verify._same_bytes(memoryview(b"abc"), memoryview(b"ab"))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from mindie_pack.builder.report import VerifyReport
 from mindie_pack.builder.shards import RankIndex, rank_indexes
 from mindie_pack.errors import PackError
 from mindie_pack.hashing import ALGORITHMS, OUTPUT_HASH, hash_file, record_hash
+from mindie_pack.weights import libc
 from mindie_pack.weights.ckpt_format import CkptRecord
 from mindie_pack.weights.fileio import (
     Buffer,
@@ -194,20 +195,7 @@ def _same_bytes(a: memoryview, b: memoryview) -> bool:
     return bool(np.array_equal(x[:whole].view(np.uint64), y[:whole].view(np.uint64))) and a[whole:] == b[whole:]
 
 
-def _load_memcmp() -> Any:
-    import ctypes
-    import ctypes.util
-
-    try:
-        function = ctypes.CDLL(ctypes.util.find_library("c") or None).memcmp
-    except (OSError, AttributeError):
-        return None
-    function.restype = ctypes.c_int
-    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-    return function
-
-
-_MEMCMP = _load_memcmp()
+_MEMCMP = libc.function("memcmp", ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t])
 
 
 def check_against_reference(built: BuiltModelDir, indexes: list[RankIndex], reference: Path,

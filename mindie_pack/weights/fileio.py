@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mindie_pack.hashing import INPUT_HASH, OUTPUT_HASH, new_hasher
+from mindie_pack.weights import libc
 
 HASH_STEP = 8 * 1024 * 1024
 
@@ -150,22 +151,16 @@ _SYNC_WAIT_BEFORE, _SYNC_WRITE, _SYNC_WAIT_AFTER = 1, 2, 4  # sync_file_range(2)
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """libc's sync_file_range (Linux), which Python's os module does not wrap; None elsewhere."""
+    """sync_file_range(2) (Linux) as fd, offset, length, flags -> errno (0: done); None elsewhere."""
     import ctypes
-    import ctypes.util
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        function = libc.sync_file_range
-    except (OSError, AttributeError):
+    function = libc.function("sync_file_range", ctypes.c_int, [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                                               ctypes.c_uint])
+    if function is None:
         return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
 
     def call(fd: int, offset: int, length: int, flags: int) -> int:
-        if function(fd, offset, length, flags) != 0:
-            return ctypes.get_errno()
-        return 0
+        return ctypes.get_errno() if function(fd, offset, length, flags) != 0 else 0
 
     return call
 
