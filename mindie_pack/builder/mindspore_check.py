@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mindie_pack.batching import consecutive_batches
 from mindie_pack.builder.convert import rank_file_path
 from mindie_pack.builder.model_dir import BuiltModelDir, open_model_dir
 from mindie_pack.builder.report import CheckResult, VerifyReport
@@ -49,19 +50,6 @@ def _sample(records: list[CkptRecord], budget: int) -> list[CkptRecord]:
             chosen[record.name] = record
             total += size
     return sorted(chosen.values(), key=lambda r: r.span[0])
-
-
-def _batches(records: list[CkptRecord], limit: int) -> list[list[CkptRecord]]:
-    batches: list[list[CkptRecord]] = [[]]
-    size = 0
-    for record in records:
-        length = record.span[1] - record.span[0]
-        if batches[-1] and size + length > limit:
-            batches.append([])
-            size = 0
-        batches[-1].append(record)
-        size += length
-    return batches
 
 
 COMPARE_BYTES = 4 * 1024 * 1024  # float32 bytes per compared block
@@ -100,7 +88,8 @@ def check_mindspore_load(built: BuiltModelDir, indexes: list[RankIndex], report:
         for rank, index in enumerate(indexes):
             path = rank_file_path(built.weights_dir, rank)
             records = list(index.values())
-            chosen = _batches(records, BATCH_BYTES) if full else [_sample(records, SAMPLE_BYTES)]
+            chosen = consecutive_batches(records, lambda r: r.span[1] - r.span[0], BATCH_BYTES) if full \
+                else [_sample(records, SAMPLE_BYTES)]
             for batch in chosen:
                 part = Path(tmp) / f"rank{rank}.ckpt"
                 with path.open("rb") as src, part.open("wb") as dst:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mindie_pack.batching import consecutive_batches
 from mindie_pack.builder.assemble import BuildProgress
 from mindie_pack.builder.hf_model import HFModel
 from mindie_pack.builder.inputs import InputOptions, input_model, open_input
@@ -115,7 +116,7 @@ def export_hf(
     target = _target_dtype(dtype, stored or weights.entries[order[0]].dtype)
     layout = [(name, target if weights.entries[name].dtype.is_float and name not in extras
                else weights.entries[name].dtype, weights.entries[name].shape) for name in order]
-    shards = _shard(layout, shard_bytes)
+    shards = consecutive_batches(layout, _nbytes, shard_bytes)
     final = output.absolute()
     files: list[dict[str, Any]] = []
     progress.stage("exporting weights")
@@ -159,19 +160,6 @@ def export_hf(
 
 def _target_dtype(requested: str | None, stored: DType) -> DType:
     return stored if requested is None else target_dtype(requested, None, "--dtype")
-
-
-def _shard(layout: Layout, limit: int) -> list[Layout]:
-    shards: list[Layout] = [[]]
-    size = 0
-    for item in layout:
-        nbytes = _nbytes(item)
-        if shards[-1] and size + nbytes > limit:
-            shards.append([])
-            size = 0
-        shards[-1].append(item)
-        size += nbytes
-    return shards
 
 
 def _nbytes(item: tuple[str, DType, tuple[int, ...]]) -> int:
