@@ -19,6 +19,7 @@ from mindie_pack.builder.tokenizer import TokenizerPlan, plan_tokenizer, researc
 from mindie_pack.builder.yaml_render import YamlInputs, render_yaml, resolve_seq_length
 from mindie_pack.errors import PackError
 from mindie_pack.hashing import INPUT_HASH, OUTPUT_HASH
+from mindie_pack.heap import frozen_heap
 from mindie_pack.models import TensorSpec, TpPlan
 from mindie_pack.weights.dtypes import DType
 from mindie_pack.weights.hf_source import SAFETENSORS_INDEX, HFWeights
@@ -133,7 +134,7 @@ def check_output_path(model_dir: Path, output_dir: Path, *, force: bool) -> None
 def build_model_dir(options: BuildOptions, progress: BuildProgress | None = None) -> BuildResult:
     """Plan, then write the model directory; SIGTERM is handled like Ctrl-C (nothing is left behind), and an
     OSError on the output side is one line naming the path."""
-    with terminate_as_interrupt():
+    with terminate_as_interrupt(), frozen_heap():
         try:
             return _build(options, progress or BuildProgress())
         except OSError as exc:
