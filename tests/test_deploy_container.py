@@ -62,11 +62,12 @@ class StandinContainer:
     def _stream(self, follow: bool) -> Iterator[bytes]:
         sent = 0
         while True:
+            finished = self.done.is_set()  # before the output: _collect adds its last chunk before it sets done
             if len(self.output) > sent:
                 chunk = bytes(self.output[sent:])
                 sent += len(chunk)
                 yield chunk
-            elif not follow or self.done.is_set():
+            elif not follow or finished:
                 return
             else:
                 time.sleep(0.05)

@@ -18,6 +18,7 @@ from mindie_pack.deploy.state import DeploymentState
 from mindie_pack.errors import PackError
 
 ENGINE_TIMEOUT_S = 30
+LOG_DRAIN_S = 10.0  # how long an exited container's last output may take to reach daemon.log
 
 
 def docker_client() -> Any:
@@ -82,8 +83,15 @@ class DockerLauncher:
         except _docker_errors() as exc:
             raise PackError(f"docker: lost the container {self.container.id[:12]} ({exc})") from exc
         if self.container.status in ("exited", "dead"):
+            self._drain_log()
             return int(self.container.attrs.get("State", {}).get("ExitCode", -1))
         return None
+
+    def _drain_log(self) -> None:
+        """The container's last lines (why it exited) reach daemon.log before its exit is reported: the copy runs
+        in its own thread, and the engine ends the log stream once the container has stopped."""
+        if self._pump is not None:
+            self._pump.join(timeout=LOG_DRAIN_S)
 
     def settle(self, state: DeploymentState) -> DeploymentState:
         return state
