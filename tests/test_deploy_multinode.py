@@ -255,8 +255,15 @@ def test_deploy_status_logs_killed_worker_stop(cli: Callable[..., Any], model_di
 def _follow_then_interrupt(tmp_path: Path) -> None:
     """`logs --host node1 -f` streams the node's log over SSH; Ctrl-C ends it here and on the node."""
     env = {**os.environ, "MINDIE_PACK_STATE_DIR": str(tmp_path / "controller")}
-    follow = subprocess.Popen([str(Path(sys.executable).parent / "mindie-pack"), "logs", "--host", "node1", "-f",
-                               "-n", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C reaches a terminal's foreground job, whose SIGINT is at its default. A test run started in the
+    # background (`cmd &` in a script, nohup) ignores SIGINT, and an ignored signal stays ignored across exec: the
+    # child would never see our SIGINT. A handled one is reset to the default at exec, so handle it while we start.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        follow = subprocess.Popen([str(Path(sys.executable).parent / "mindie-pack"), "logs", "--host", "node1", "-f",
+                                   "-n", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         assert follow.stdout is not None
         first = [follow.stdout.readline() for _ in range(3)]

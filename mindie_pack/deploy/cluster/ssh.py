@@ -20,6 +20,7 @@ from mindie_pack.errors import PackError
 CONNECT_TIMEOUT_S = 15.0
 DEFAULT_COMMAND_TIMEOUT_S = 120.0
 KEEPALIVE_S = 15.0
+SESSION_CLOSE_TIMEOUT_S = 10.0
 NODE_STATE = 'export MINDIE_PACK_STATE_DIR="${MINDIE_PACK_STATE_DIR:-$HOME/.local/state/mindie-pack}/node"'
 
 
@@ -71,12 +72,15 @@ class Node:
             # Without a deadline (--follow) the remote side gets a terminal, so that closing the session (Ctrl-C
             # here) hangs it up and the remote `logs -f` ends instead of lingering on the node.
             options = {"term_type": "dumb"} if timeout is None else {}
-            async with self.conn.create_process(command, **options) as process:
+            process = await self.conn.create_process(command, **options)
+            try:
                 async for line in process.stdout:
                     emit(str(line).rstrip("\r\n"))
                 await process.wait()
                 return (process.exit_status if process.exit_status is not None else 255,
                         str(await process.stderr.read()))
+            finally:
+                await _close_session(process)
 
         import asyncssh
 
@@ -118,6 +122,17 @@ class Node:
 
     def close(self) -> None:
         self.conn.close()
+
+
+async def _close_session(process: Any) -> None:
+    """Close the session and let the node close its end, which it does once its command has exited (hung up, for a
+    `logs -f`); bounded, so that a command outliving its hang-up cannot keep Ctrl-C from ending ours (the caller
+    closes the connection next)."""
+    process.close()
+    closed = asyncio.ensure_future(process.wait_closed())
+    await asyncio.wait({closed}, timeout=SESSION_CLOSE_TIMEOUT_S)
+    if not closed.done():
+        closed.cancel()
 
 
 def _reason(exc: BaseException) -> str:
