@@ -12,6 +12,7 @@ from mindie_pack import __version__
 from mindie_pack.commands import COMMAND_MODULES
 from mindie_pack.commands.ui import LazyConsole
 from mindie_pack.errors import PackError
+from mindie_pack.process_exit import leave
 
 _APP_SETTINGS: dict[str, Any] = {
     "name": "mindie-pack",
@@ -86,7 +87,22 @@ def usage_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The one place that maps errors to exit codes: usage errors 2, PackError its own code, Ctrl-C 130."""
+    """The one place that maps errors to exit codes: usage errors 2, PackError its own code, Ctrl-C 130.
+    As the process's entry (no `argv`), a command that loaded torch or MindSpore ends without the interpreter's
+    teardown (mindie_pack/process_exit.py)."""
+    if argv is not None:
+        _main(argv)
+        return
+    try:
+        _main(sys.argv[1:])
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            leave(exc.code or 0)
+        raise
+    leave(0)
+
+
+def _main(argv: list[str]) -> None:
     err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
     def error(message: str) -> None:
@@ -97,7 +113,6 @@ def main(argv: list[str] | None = None) -> None:
     click_errors, usage_errors = _click_exception_classes()
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit.
-        argv = sys.argv[1:] if argv is None else argv
         code = _app_for(argv)(args=argv, prog_name="mindie-pack", standalone_mode=False)
         if isinstance(code, int) and code != 0:
             sys.exit(code)

@@ -28,6 +28,7 @@ from mindie_pack.builder.model_dir import BuiltModelDir, open_model_dir
 from mindie_pack.builder.report import CheckResult, VerifyReport
 from mindie_pack.builder.shards import RankIndex, rank_indexes
 from mindie_pack.errors import PackError
+from mindie_pack.process_exit import leave
 from mindie_pack.weights.ckpt_format import CkptRecord, read_record
 from mindie_pack.weights.dtypes import RawTensor, to_float32
 
@@ -178,4 +179,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    leave(code)  # the verifier waits for this process: MindSpore's teardown would add ~0.6 s to every verify
+    sys.exit(code)
