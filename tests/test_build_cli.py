@@ -93,3 +93,23 @@ def test_console_script_runs_as_a_subprocess(tiny_models: Callable[..., Path], t
     assert json.loads(proc.stdout)["tp"] == 2
     proc = subprocess.run([str(exe), "verify", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    # torch and MindSpore loaded: the process (and its MindSpore child) end without the interpreter's
+    # teardown; the whole report still arrives through the pipe and the exit code still says what happened.
+    hf_dir = tiny_models(family="qwen2")
+    proc = subprocess.run([str(exe), "verify", str(out), "--reference", str(hf_dir), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert [(c["name"], c["ok"]) for c in json.loads(proc.stdout)["checks"]] == [
+        ("manifest", True), ("yaml", True), ("layout", True), ("mindspore", True), ("reference", True)]
+    manifest_path = out / "manifest.json"  # a recorded hash that no longer fits: only the hash taken during
+    manifest = json.loads(manifest_path.read_text())  # the comparison (the rank files are read once) sees it
+    record = next(r for r in manifest["outputs"] if r["path"] == "weights/rank_1/checkpoint_1.ckpt")
+    record["xxh3_128"] = "0" * 32
+    os.chmod(manifest_path, 0o600)
+    manifest_path.write_text(json.dumps(manifest))
+    proc = subprocess.run([str(exe), "verify", str(out), "--reference", str(hf_dir), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    failed = [c for c in json.loads(proc.stdout)["checks"] if not c["ok"]]
+    assert failed[0]["name"] == "manifest" and "weights/rank_1/checkpoint_1.ckpt: xxh3_128 differs" in \
+        failed[0]["detail"], failed

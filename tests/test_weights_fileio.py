@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,15 @@ import pytest
 import xxhash
 
 from mindie_pack.weights import fileio, libc
-from mindie_pack.weights.fileio import OWNED_MIN, WRITE_BUFFER, WRITE_WINDOW, SequentialHash, StreamWriter, map_range
+from mindie_pack.weights.fileio import (
+    OWNED_MIN,
+    WRITE_BUFFER,
+    WRITE_WINDOW,
+    SequentialHash,
+    StreamWriter,
+    TrailingJobs,
+    map_range,
+)
 
 RNG = np.random.default_rng(13)
 
@@ -84,6 +93,59 @@ def test_sequential_hash_of_reads_with_gaps_and_overlaps(tmp_path: Path) -> None
         assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
     finally:
         os.close(fd)
+
+
+def test_sequential_hash_of_views_the_caller_mapped(tmp_path: Path) -> None:
+    """verify hands the hash the views it compared: gaps between them (record headers) are mapped by the hash,
+    a view overlapping bytes booked already is hashed from where the booking ended, the tail at the end."""
+    data = _bytes(700_001)
+    path = tmp_path / "in.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        hasher = SequentialHash(fd, "xxh3_128", step=4096)
+        ranges = [(0, 10), (37, 200_000), (150_000, 100_000), (250_000, 1), (260_000, 300_000)]
+        jobs = [hasher.job_for(offset, length, map_range(fd, offset, length)) for offset, length in ranges]
+        for job in jobs:
+            if job is not None:
+                job()
+        assert hasher.hexdigest() == xxhash.xxh3_128_hexdigest(data)
+        with pytest.raises(ValueError, match="view of 3 bytes"):
+            SequentialHash(fd, step=4096).job_for(0, 4, memoryview(b"abc"))
+    finally:
+        os.close(fd)
+
+
+def test_trailing_jobs_run_in_order_at_most_lag_behind() -> None:
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    done: list[int] = []
+
+    def job(i: int) -> Callable[[], None]:
+        def run() -> None:
+            time.sleep(0.02)  # slower than the caller: without the bound the caller would run far ahead
+            done.append(i)
+        return run
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        jobs = TrailingJobs(executor, lag=2)
+        for i in range(8):
+            jobs.submit(job(i))
+            jobs.submit(None)  # nothing booked: nothing to run, and it does not count
+            assert done[:max(0, i - 1)] == list(range(max(0, i - 1)))  # at most 2 jobs still pending
+        jobs.drain()
+        assert done == list(range(8))
+
+        def fail() -> None:
+            raise OSError("disk gone")
+
+        jobs.submit(fail)
+        with pytest.raises(OSError, match="disk gone"):
+            jobs.drain()
+    inline: list[int] = []
+    TrailingJobs(None, lag=2).submit(lambda: inline.append(1))
+    assert inline == [1]
 
 
 def test_libc_functions_are_found_or_none() -> None:

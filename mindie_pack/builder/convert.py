@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -17,7 +16,13 @@ from mindie_pack.errors import PackError
 from mindie_pack.models import ModelDims, ModelFamily, TensorSpec
 from mindie_pack.weights.ckpt_format import CkptWriter
 from mindie_pack.weights.dtypes import FINITE_MAX, CastOverflow, RawTensor, cast_checked, largest_finite_abs
-from mindie_pack.weights.fileio import SequentialHash, advise_sequential, advise_willneed, map_range
+from mindie_pack.weights.fileio import (
+    SequentialHash,
+    TrailingJobs,
+    advise_sequential,
+    advise_willneed,
+    map_range,
+)
 from mindie_pack.weights.hf_source import HFWeights, TensorEntry
 
 ProgressCallback = Callable[[int], None]
@@ -119,8 +124,7 @@ class _Source:
         self.raw_files = type(weights) is HFWeights
         self._fds: dict[Path, int] = {}
         self.hashes: dict[Path, SequentialHash] = {}
-        self._hasher = hasher
-        self._jobs: deque[Future[None]] = deque()
+        self._jobs = TrailingJobs(hasher, HASH_LAG_BLOCKS)
         self._held: tuple[str, RawTensor] | None = None
 
     def _fd(self, path: Path) -> int:
@@ -149,20 +153,12 @@ class _Source:
             raise PackError(f"{entry.file}: truncated while reading tensor {entry.name!r}")
         view = map_range(fd, offset, count)
         advise_willneed(fd, offset + count, count)
-        job = self.hashes[entry.file].job_for(offset, count)
-        if job is not None:
-            if self._hasher is None:
-                job()
-            else:
-                self._jobs.append(self._hasher.submit(job))
-                while len(self._jobs) > HASH_LAG_BLOCKS:
-                    self._jobs.popleft().result()
+        self._jobs.submit(self.hashes[entry.file].job_for(offset, count))
         array = np.frombuffer(view, dtype=entry.dtype.info.storage)
         return array.reshape((end - start, *tail)) if entry.shape else array.reshape(())
 
     def input_hashes(self) -> dict[Path, str]:
-        while self._jobs:
-            self._jobs.popleft().result()
+        self._jobs.drain()
         return {path: hasher.hexdigest() for path, hasher in self.hashes.items()}
 
     def close(self) -> None:

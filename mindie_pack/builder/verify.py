@@ -6,6 +6,7 @@ import ctypes
 import math
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from mindie_pack.weights.ckpt_format import CkptRecord
 from mindie_pack.weights.fileio import (
     Buffer,
     SequentialHash,
+    TrailingJobs,
     advise_sequential,
     advise_willneed,
     map_range,
@@ -117,16 +119,20 @@ def check_rank_layout(built: BuiltModelDir, report: VerifyReport) -> list[RankIn
 # How far ahead of the comparison the rank files are read. `build` drops what it wrote from the page cache;
 # started at once, the first PREFETCH_BYTES of each rank are read while torch and MindSpore are imported.
 PREFETCH_BYTES = 512 * 1024 * 1024
+# Hash jobs (each holding the mapped view it hashes) that may wait behind the comparison.
+HASH_LAG = 2
 
 
 class _RankStream:
-    """Reads one rank file's records in file order and hashes the whole file on the way."""
+    """Reads one rank file's records in file order and hashes the whole file on the way: the hash jobs go to
+    `jobs` (one thread for all ranks, trailing the comparison), hashing the mapped views the comparison reads."""
 
-    def __init__(self, path: Path, buffer: Buffer, algorithm: str) -> None:
+    def __init__(self, path: Path, buffer: Buffer, algorithm: str, jobs: TrailingJobs) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         advise_sequential(self.fd)
         self._buffer = buffer
+        self._jobs = jobs
         self.algorithm = algorithm
         self.hash = SequentialHash(self.fd, algorithm)
         self._record: CkptRecord | None = None
@@ -147,9 +153,7 @@ class _RankStream:
                 if start + count > self.hash.size:
                     raise PackError(f"{self.path}: truncated in tensor {self._record.name!r}")
                 view = map_range(self.fd, start, count)
-                job = self.hash.job_for(start, count)
-                if job is not None:
-                    job()
+                self._jobs.submit(self.hash.job_for(start, count, view))
                 self._offset += count
                 if self._offset == length:
                     self._piece, self._offset = self._piece + 1, 0
@@ -163,9 +167,7 @@ class _RankStream:
             take = min(count - done, length - self._offset)
             chunk = view[done:done + take]
             pread_exact(self.fd, chunk, offset + self._offset)
-            job = self.hash.job_for(offset + self._offset, take)
-            if job is not None:
-                job()
+            self._jobs.submit(self.hash.job_for(offset + self._offset, take))  # maps its range: the buffer is reused
             done += take
             self._offset += take
             if self._offset == length:
@@ -210,11 +212,13 @@ def check_against_reference(built: BuiltModelDir, indexes: list[RankIndex], refe
         report.add("reference", False, str(exc))
         return
     buffer = Buffer()
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-hash")  # xxhash releases the GIL
+    jobs = TrailingJobs(hasher, HASH_LAG)
     streams = []
     for rank in range(built.tp):
         path = rank_file_path(built.weights_dir, rank)
         algorithm, _ = manifest_hashes.get(str(path.relative_to(built.path)), (OUTPUT_HASH, ""))
-        streams.append(_RankStream(path, buffer, algorithm))
+        streams.append(_RankStream(path, buffer, algorithm, jobs))
     tp = built.tp
     try:
         for name, first in indexes[0].items():
@@ -268,6 +272,7 @@ def check_against_reference(built: BuiltModelDir, indexes: list[RankIndex], refe
                     return
             if progress:
                 progress(1)
+        jobs.drain()
         for stream in streams:
             rel = str(stream.path.relative_to(built.path))
             if (stream.algorithm, stream.hash.hexdigest()) != manifest_hashes.get(rel):
@@ -275,6 +280,7 @@ def check_against_reference(built: BuiltModelDir, indexes: list[RankIndex], refe
                            "or corrupt)")
                 return
     finally:
+        hasher.shutdown(wait=True, cancel_futures=True)  # before the files close: a running job reads one
         for stream in streams:
             stream.close()
     report.add("reference", True, f"all {len(indexes[0])} tensors of {tp} rank(s) equal {reference} read by the "

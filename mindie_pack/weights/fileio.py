@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import numpy as np
@@ -124,15 +125,24 @@ class SequentialHash:
             self.hasher.update(map_range(self._fd, start, length))
             start += length
 
-    def job_for(self, offset: int, length: int) -> Callable[[], None] | None:
-        """Hash job for the bytes up to `offset + length` (None when they were booked already)."""
+    def job_for(self, offset: int, length: int, view: memoryview | None = None) -> Callable[[], None] | None:
+        """Hash job for the bytes up to `offset + length` (None when they were booked already). `view`: those
+        `length` bytes, already mapped or read by the caller (kept until the job has run), hashed from there
+        instead of being mapped again; only a gap before `offset` is mapped then."""
         end = offset + length
         if end <= self.upto:
             return None
         start, self.upto = self.upto, end
+        if view is None:
+            def job() -> None:
+                self._hash_range(start, end)
+        else:
+            if len(view) != length:
+                raise ValueError(f"view of {len(view)} bytes for a range of {length}")
 
-        def job() -> None:
-            self._hash_range(start, end)
+            def job() -> None:
+                self._hash_range(start, offset)
+                self.hasher.update(view[max(0, start - offset):])
 
         return job
 
@@ -141,6 +151,32 @@ class SequentialHash:
         self._hash_range(self.upto, self.size)
         self.upto = self.size
         return self.hasher.hexdigest()
+
+
+class TrailingJobs:
+    """Jobs (hash jobs) run in submission order on `executor` (one worker), trailing the caller by at most
+    `lag` jobs: the caller waits only when it is that far ahead. Without an executor each job runs at once."""
+
+    def __init__(self, executor: Executor | None, lag: int) -> None:
+        from collections import deque
+
+        self._executor, self._lag = executor, lag
+        self._pending: deque[Future[None]] = deque()
+
+    def submit(self, job: Callable[[], None] | None) -> None:
+        if job is None:
+            return
+        if self._executor is None:
+            job()
+            return
+        self._pending.append(self._executor.submit(job))
+        while len(self._pending) > self._lag:
+            self._pending.popleft().result()
+
+    def drain(self) -> None:
+        """Wait for every job submitted so far (re-raising the first failure)."""
+        while self._pending:
+            self._pending.popleft().result()
 
 
 WRITE_BUFFER = 4 * 1024 * 1024
@@ -189,7 +225,7 @@ class StreamWriter:
 
     def __init__(self, path: str | os.PathLike[str], mode: int = 0o640, *, buffers: int = 2) -> None:
         from collections import deque
-        from concurrent.futures import Future, ThreadPoolExecutor
+        from concurrent.futures import ThreadPoolExecutor
 
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         self.digest = new_hasher(OUTPUT_HASH)  # of every byte written, in order
