@@ -212,3 +212,17 @@ def test_background_input_hashing_stops_when_cancelled(tmp_path: Path) -> None:
     hashes.cancel()
     with pytest.raises(HashCancelled):
         hashes.result()
+
+
+@pytest.mark.parametrize(("available", "blocks"), [(64 << 30, 64), (1 << 30, 8), (100 << 20, 4)])
+def test_input_hash_lag_shrinks_with_available_memory(monkeypatch: pytest.MonkeyPatch, available: int,
+                                                      blocks: int) -> None:
+    """The input hash re-reads what the conversion read from the page cache: it may trail by at most a quarter
+    of the available memory (2 GiB at most, 128 MiB at least), else it would read the input twice from disk."""
+    import psutil
+
+    from mindie_pack.builder import convert
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Memory", (), {"available": available})())
+    assert convert.hash_lag_blocks() == blocks
+    assert convert.hash_lag_blocks() * convert.STEP_BYTES <= max(available // 4, 128 << 20)
