@@ -2,12 +2,13 @@
 `cp -r SRC DST && sync` of the same bytes, in the same run, several rounds, medians.
 
 Generates Llama-shaped bfloat16 models on the fly (no download). Each contender runs in its own subprocess;
-wall time and that process's peak RSS (os.wait4 rusage, children included for cp) are printed. `build`
+wall time and that process's peak RSS (os.wait4 rusage, children included for cp) are printed. Before each
+contender: `sync` (with `--cold` also every model file dropped from the page cache). `build`
 returns only when its files are on disk (fdatasync), so it is compared with `cp -r && sync`. The parent
 imports nothing heavy and generates models in a child too: a child's peak RSS includes its parent's RSS at
 fork time, so a large parent would inflate every figure.
 
-    python benchmarks/convert.py [--rounds 3] [--workdir DIR] [--skip-large] [--keep]
+    python benchmarks/convert.py [--rounds 3] [--workdir DIR] [--skip-large] [--keep] [--cold]
     python benchmarks/convert.py --llama-7b --workdir /tmp/x   # Llama-2-7B shapes, ~13.5 GB: tp 1 and tp 4
 
 Targets (issue 13): build <= 1.5x `cp -r && sync` at tp 1 and tp 2; peak RSS <= 256 MiB at any model size
@@ -168,6 +169,17 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, f
     return elapsed, usage.ru_utime, usage.ru_stime, usage.ru_maxrss / 1024
 
 
+def evict(root: Path) -> None:
+    """Drop the (clean, after `sync`) page-cache pages of every file under `root` (POSIX_FADV_DONTNEED)."""
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def drop(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -198,6 +210,9 @@ def main() -> None:
     parser.add_argument("--source", type=Path, help="with --llama-7b: an already generated model folder (kept)")
     parser.add_argument("--load-everything", action="store_true", help="also time the load-everything script")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop every model file from the page cache before each contender (default: the "
+                             "natural order, so verify finds the reference the build just read)")
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)  # child mode: write one model
     for name in ("layers", "hidden", "intermediate", "heads", "vocab", "shard-bytes"):
         parser.add_argument(f"--{name}", type=int, help=argparse.SUPPRESS)
@@ -215,6 +230,9 @@ def main() -> None:
 
     def run(label: str, cmd: list[str], gb: float) -> None:
         subprocess.run(["sync"], check=True)  # start every contender with no one else's dirty data
+        if args.cold:  # ... and with every file it reads on disk (as for a model larger than the page cache)
+            for root in {work, args.source or work}:
+                evict(root)
         result = measure(cmd)
         times.setdefault(label, []).append(result)
         sizes[label] = gb
