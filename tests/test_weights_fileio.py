@@ -137,6 +137,16 @@ def test_trailing_jobs_run_in_order_at_most_lag_behind() -> None:
         jobs.drain()
         assert done == list(range(8))
 
+        import threading
+
+        gate = threading.Event()
+        jobs.submit(lambda: (gate.wait(30), done.append(8)))
+        jobs.submit(job(9))  # two jobs pending: the caller is not held back, the jobs run on the other thread
+        assert done == list(range(8))
+        gate.set()
+        jobs.drain()
+        assert done == list(range(10))
+
         def fail() -> None:
             raise OSError("disk gone")
 

@@ -98,9 +98,10 @@ class ConversionResult:
 
 # How far the input hash may trail the conversion, in blocks (STEP_BYTES each): it reads what the
 # conversion read moments before, from the page cache, so the lag is bounded by what the page cache can keep
-# (a quarter of the available memory), and by 2 GiB. sha256 (1.3 GB/s with SHA-NI) is the slowest stream of
-# a build on 2 cores: with a lag of 512 MiB the conversion waited for it (0.7 s of a 1.88 GB tp 2 build, py-spy);
-# with more, the hash catches up during the final fdatasync, when the CPUs are idle.
+# (a quarter of the available memory) and by 64 jobs (a job is one block, or one block and the gap before it:
+# ~2 GiB). sha256 (1.3 GB/s with SHA-NI) is the slowest stream of a build on 2 cores: with a lag of 512 MiB
+# the conversion waited for it (0.7 s of a 1.88 GB tp 2 build, py-spy); with more, the hash catches up
+# during the final fdatasync, when the CPUs are idle.
 HASH_LAG_MAX_BLOCKS = 64
 
 
@@ -108,6 +109,8 @@ def hash_lag_blocks() -> int:
     import psutil
 
     return max(4, min(HASH_LAG_MAX_BLOCKS, psutil.virtual_memory().available // 4 // STEP_BYTES))
+
+
 # Write buffers in flight per rank file (4 MiB each): 32 MiB in all at tp 1 and 2, a step's worth.
 WRITE_BUFFERS_TOTAL = 8
 

@@ -119,7 +119,8 @@ def check_rank_layout(built: BuiltModelDir, report: VerifyReport) -> list[RankIn
 # How far ahead of the comparison the rank files are read. `build` drops what it wrote from the page cache;
 # started at once, the first PREFETCH_BYTES of each rank are read while torch and MindSpore are imported.
 PREFETCH_BYTES = 512 * 1024 * 1024
-# Hash jobs (each holding the mapped view it hashes) that may wait behind the comparison.
+# Hash jobs that may wait behind the comparison. Each holds the mapped view it hashes (≤ 32 MiB of file pages,
+# counted in RSS while mapped): with the one running and the comparison's own, ~128 MiB at most.
 HASH_LAG = 2
 
 
@@ -214,13 +215,13 @@ def check_against_reference(built: BuiltModelDir, indexes: list[RankIndex], refe
     buffer = Buffer()
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-hash")  # xxhash releases the GIL
     jobs = TrailingJobs(hasher, HASH_LAG)
-    streams = []
-    for rank in range(built.tp):
-        path = rank_file_path(built.weights_dir, rank)
-        algorithm, _ = manifest_hashes.get(str(path.relative_to(built.path)), (OUTPUT_HASH, ""))
-        streams.append(_RankStream(path, buffer, algorithm, jobs))
+    streams: list[_RankStream] = []
     tp = built.tp
     try:
+        for rank in range(tp):
+            path = rank_file_path(built.weights_dir, rank)
+            algorithm, _ = manifest_hashes.get(str(path.relative_to(built.path)), (OUTPUT_HASH, ""))
+            streams.append(_RankStream(path, buffer, algorithm, jobs))
         for name, first in indexes[0].items():
             try:
                 expected = expected_for(name, ref)
