@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 from mindie_pack.batching import consecutive_batches
 from mindie_pack.builder.convert import rank_file_path
 from mindie_pack.builder.model_dir import BuiltModelDir, open_model_dir
+from mindie_pack.builder.oracle import row_blocks
 from mindie_pack.builder.report import CheckResult, VerifyReport
 from mindie_pack.builder.shards import RankIndex, rank_indexes
 from mindie_pack.errors import PackError
@@ -61,11 +63,11 @@ def _same_values(ours: RawTensor, param: Any, bfloat16: Any) -> bool:
     of both sides cost ~8x the tensor, and the sample's smallest bf16 tensor grows with the model (32 MiB at
     Llama-7B tp 1 made the check peak at 800 MiB)."""
     if not ours.array.ndim:
-        blocks: list[tuple[np.ndarray, Any]] = [(ours.array, param)]
-    else:
-        row = max(1, math.prod(ours.array.shape[1:]) * 4)
-        step = max(1, COMPARE_BYTES // row)
-        blocks = [(ours.array[a:a + step], param[a:a + step]) for a in range(0, ours.array.shape[0], step)]
+        blocks: Iterable[tuple[np.ndarray, Any]] = [(ours.array, param)]
+    else:  # one block's slices at a time (a generator): a MindSpore slice is a new tensor
+        row_bytes = math.prod(ours.array.shape[1:]) * 4
+        blocks = ((ours.array[a:b], param[a:b]) for a, b in row_blocks(0, ours.array.shape[0], row_bytes,
+                                                                          COMPARE_BYTES))
     for mine, theirs in blocks:
         values = theirs.float().asnumpy() if theirs.dtype == bfloat16 else theirs.asnumpy()
         if not np.array_equal(to_float32(RawTensor(ours.dtype, mine)), values.astype(np.float32, copy=False),
